@@ -1,0 +1,52 @@
+"""Gradience: spectral audits of LoRA adapters from the weights alone.
+
+The public API is small and loads lazily, so ``import gradience`` costs almost nothing
+and never imports torch, gradio or matplotlib::
+
+    import gradience
+    result = gradience.audit("path/to/adapter")
+    print(result.summary()["utilization_mean"])
+    gradience.compress("path/to/adapter", "out/", rank=4)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.12.0"
+
+_EXPORTS = {
+    "audit": "gradience.auditor",
+    "AdapterAudit": "gradience.auditor",
+    "LayerAudit": "gradience.auditor",
+    "compress": "gradience.compression",
+    "CompressResult": "gradience.compression",
+    "load_adapter": "gradience.adapters.load",
+    "Adapter": "gradience.adapters.load",
+    "available_policies": "gradience.spectral.policies",
+    "get_policy": "gradience.spectral.policies",
+    "GradienceError": "gradience.errors",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from gradience.adapters.load import Adapter, load_adapter
+    from gradience.auditor import AdapterAudit, LayerAudit, audit
+    from gradience.compression import CompressResult, compress
+    from gradience.errors import GradienceError
+    from gradience.spectral.policies import available_policies, get_policy
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name])
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gradience' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

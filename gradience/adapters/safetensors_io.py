@@ -1,0 +1,281 @@
+"""Reading and writing safetensors without mapping the file and without torch.
+
+Reads go through ``os.pread`` into fresh buffers, one tensor (or one run of adjacent
+tensors) at a time, so resident memory follows the largest tensor, not the file. The
+header is validated before any tensor byte is trusted: a hostile header must produce a
+clean error, never a huge allocation or an out-of-bounds read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gradience.errors import AdapterFormatError
+
+__all__ = [
+    "DTYPES",
+    "MAX_HEADER_BYTES",
+    "SafetensorsFile",
+    "TensorInfo",
+    "bf16_bits_to_float32",
+    "decode",
+    "float32_to_bf16_bits",
+    "parse_header",
+    "write_safetensors",
+]
+
+#: Safetensors dtype name → (numpy dtype of the stored bits, item size).
+DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("<f8", 8),
+    "F32": ("<f4", 4),
+    "F16": ("<f2", 2),
+    "BF16": ("<u2", 2),
+    "I64": ("<i8", 8),
+    "I32": ("<i4", 4),
+    "I16": ("<i2", 2),
+    "I8": ("i1", 1),
+    "U8": ("u1", 1),
+    "BOOL": ("?", 1),
+}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+#: The same cap the reference implementation uses; anything larger is hostile or broken.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+LFS_POINTER_PREFIX = b"version https://git-lfs"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """Where one tensor's bytes live. Offsets are absolute positions in the file."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def parse_header(
+    prefix: bytes, file_size: int, *, path: str | Path = "<bytes>"
+) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Validate a safetensors header and return its tensors and ``__metadata__``.
+
+    Args:
+        prefix: the first ``8 + header_len`` bytes of the file (more is fine).
+        file_size: total size of the file, to check that every tensor lies inside it.
+        path: only used in error messages.
+
+    Raises:
+        AdapterFormatError: truncated file, oversized or invalid header, unknown dtype,
+            offsets outside the data region, overlapping tensors, size/shape mismatch.
+    """
+    if prefix.startswith(LFS_POINTER_PREFIX):
+        raise AdapterFormatError(
+            "this is a Git LFS pointer, not the weights; run `git lfs pull` "
+            "(or download the file) and try again",
+            path=path,
+        )
+    if len(prefix) < 8 or file_size < 8:
+        raise AdapterFormatError(
+            "file is too short to be safetensors (truncated download?)", path=path
+        )
+    (n,) = struct.unpack("<Q", prefix[:8])
+    if n > MAX_HEADER_BYTES:
+        raise AdapterFormatError(
+            f"safetensors header claims {n} bytes (limit {MAX_HEADER_BYTES}); the file is "
+            "corrupt or not safetensors",
+            path=path,
+        )
+    if 8 + n > file_size or 8 + n > len(prefix):
+        raise AdapterFormatError(
+            "safetensors header runs past the end of the file (truncated download?)", path=path
+        )
+    try:
+        header = json.loads(prefix[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AdapterFormatError(
+            f"safetensors header is not valid JSON ({e.__class__.__name__}); the file is corrupt",
+            path=path,
+        ) from e
+    if not isinstance(header, dict):
+        raise AdapterFormatError("safetensors header is not a JSON object", path=path)
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise AdapterFormatError("safetensors __metadata__ is not an object", path=path)
+    data_start = 8 + n
+    data_len = file_size - data_start
+    infos: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        infos[name] = _tensor_info(name, entry, data_start, data_len, path)
+    spans = sorted((i.start, i.end, i.name) for i in infos.values() if i.nbytes)
+    for (_, end_a, name_a), (start_b, _, name_b) in zip(spans, spans[1:], strict=False):
+        if start_b < end_a:
+            raise AdapterFormatError(
+                f"tensors {name_a!r} and {name_b!r} overlap in the file; it is corrupt", path=path
+            )
+    return infos, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _tensor_info(name: str, entry: object, data_start: int, data_len: int, path) -> TensorInfo:
+    if not isinstance(entry, dict):
+        raise AdapterFormatError(f"header entry for {name!r} is not an object", path=path)
+    dtype = entry.get("dtype")
+    shape = entry.get("shape")
+    offsets = entry.get("data_offsets")
+    if dtype not in DTYPES:
+        raise AdapterFormatError(
+            f"tensor {name!r} has unknown dtype {dtype!r}; supported: {', '.join(DTYPES)}",
+            path=path,
+        )
+    if not (
+        isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+    ) or isinstance(shape, bool):
+        raise AdapterFormatError(f"tensor {name!r} has an invalid shape {shape!r}", path=path)
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        and 0 <= offsets[0] <= offsets[1] <= data_len
+    ):
+        raise AdapterFormatError(
+            f"tensor {name!r} has data offsets {offsets!r} outside the file's data region "
+            "(truncated or corrupt file)",
+            path=path,
+        )
+    expected = math.prod(shape) * DTYPES[dtype][1]
+    if offsets[1] - offsets[0] != expected:
+        raise AdapterFormatError(
+            f"tensor {name!r}: {offsets[1] - offsets[0]} bytes stored but shape {shape} of "
+            f"{dtype} needs {expected}; the file is corrupt",
+            path=path,
+        )
+    return TensorInfo(name, dtype, tuple(shape), data_start + offsets[0], data_start + offsets[1])
+
+
+def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """BF16 is the top half of a float32: widen the raw uint16 bits exactly."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """Round float32 to the nearest BF16 (ties to even), returned as uint16 bits."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    nan = np.isnan(x)
+    rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+    rounded[nan] = np.uint16(0x7FC0)
+    return rounded
+
+
+def decode(raw: bytes | bytearray | memoryview, info: TensorInfo) -> np.ndarray:
+    """Turn a tensor's raw bytes into a numpy array (BF16 becomes float32)."""
+    arr = np.frombuffer(raw, dtype=DTYPES[info.dtype][0])
+    if info.dtype == "BF16":
+        arr = bf16_bits_to_float32(arr)
+    return arr.reshape(info.shape)
+
+
+class SafetensorsFile:
+    """A validated safetensors file whose tensors are read one at a time, on demand."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise AdapterFormatError(f"cannot open weights: {e.strerror}", path=path) from e
+        try:
+            self.size = os.fstat(self._fd).st_size
+            head = os.pread(self._fd, 8, 0)
+            if head.startswith(LFS_POINTER_PREFIX[:8]):
+                head = os.pread(self._fd, 64, 0)
+            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+            prefix = head if n > MAX_HEADER_BYTES else os.pread(self._fd, 8 + n, 0)
+            self.tensors, self.metadata = parse_header(prefix, self.size, path=self.path)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> SafetensorsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, name: str) -> np.ndarray:
+        """Read and decode one tensor; memory use is that tensor's size."""
+        info = self.tensors[name]
+        raw = os.pread(self._fd, info.nbytes, info.start)
+        if len(raw) != info.nbytes:
+            raise AdapterFormatError(
+                f"tensor {name!r} is cut short (file truncated?)", path=self.path
+            )
+        return decode(raw, info)
+
+    def read_raw(self, name: str) -> bytes:
+        info = self.tensors[name]
+        return os.pread(self._fd, info.nbytes, info.start)
+
+
+def write_safetensors(
+    path: str | Path,
+    tensors: Mapping[str, np.ndarray | tuple[str, tuple[int, ...], bytes]],
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write a safetensors file, atomically (a crash never leaves a half-written file).
+
+    Values are numpy arrays (float64/32/16 and integer types) or ``(dtype, shape, raw)``
+    tuples, which is how BF16 and pass-through tensors are written without re-encoding.
+    """
+    entries: list[tuple[str, str, tuple[int, ...], bytes]] = []
+    for name, value in tensors.items():
+        if isinstance(value, tuple):
+            dtype, shape, raw = value
+        else:
+            arr = np.ascontiguousarray(value)
+            dtype = _numpy_to_st(arr.dtype)
+            shape, raw = tuple(arr.shape), arr.astype(DTYPES[dtype][0], copy=False).tobytes()
+        entries.append((name, dtype, tuple(int(d) for d in shape), bytes(raw)))
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    for name, dtype, shape, raw in entries:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    tmp = Path(path).with_name(Path(path).name + ".partial")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for *_, raw in entries:
+            f.write(raw)
+    os.replace(tmp, path)
+
+
+def _numpy_to_st(dtype: np.dtype) -> str:
+    for name, (np_name, _) in DTYPES.items():
+        if name != "BF16" and np.dtype(np_name) == dtype.newbyteorder("<"):
+            return name
+    raise ValueError(f"cannot store numpy dtype {dtype} in safetensors")

@@ -1,0 +1,421 @@
+"""Spectral audit of an adapter: per-layer metrics, 0.11-compatible summary, suggestions.
+
+Every number here is a function of the singular values of each scaled update
+ΔW = s·B·A (see ``docs/metrics.md`` for conventions). Results are frozen dataclasses whose
+``to_dict()`` matches ``gradience/schemas/audit.schema.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradience.adapters.config import match_pattern_key
+from gradience.adapters.layout import LoraLayer
+from gradience.adapters.load import Adapter, load_adapter
+from gradience.spectral import metrics as M
+from gradience.spectral.compute import layer_spectra
+from gradience.spectral.policies import get_policy
+
+__all__ = ["SCHEMA", "AdapterAudit", "LayerAudit", "audit"]
+
+SCHEMA = "gradience.audit/v1"
+DEFAULT_POLICY = "energy@0.9"
+ENERGY_LEVELS = (0.90, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class LayerAudit:
+    """Metrics of one LoRA layer. σ-derived values refer to the *scaled* update unless the
+    name says otherwise (``sigma_max`` and ``frob_sq`` keep 0.11's unscaled meaning).
+
+    Attributes:
+        name: PEFT module name.
+        singular_values: σ of the scaled ΔW, descending, length r (empty when invalid).
+        flags: subset of ``untrained``, ``invalid``, ``over_provisioned``.
+        suggested_ranks: policy spec → suggested rank (0 when untrained).
+        dora_magnitude: min / max / mean / norm of the DoRA magnitude vector, or None.
+    """
+
+    layer: LoraLayer
+    singular_values: np.ndarray
+    flags: tuple[str, ...]
+    suggested_ranks: dict[str, int] = field(default_factory=dict)
+    dora_magnitude: dict[str, float] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def valid(self) -> bool:
+        return "invalid" not in self.flags
+
+    @property
+    def trained(self) -> bool:
+        return self.valid and "untrained" not in self.flags
+
+    @property
+    def stable_rank(self) -> float | None:
+        return M.stable_rank(self.singular_values) if self.valid else None
+
+    @property
+    def utilization(self) -> float | None:
+        return None if not self.valid else M.stable_rank(self.singular_values) / self.layer.r
+
+    def energy_rank(self, t: float) -> int | None:
+        return M.energy_rank(self.singular_values, t) if self.valid else None
+
+    def to_dict(self, *, top_k: int | None = None) -> dict[str, Any]:
+        ly, s, ok = self.layer, self.singular_values, self.valid
+        scale = abs(ly.scale)
+        sig1 = float(s[0]) if ok else None
+        e = M.energy(s) if ok else None
+        row: dict[str, Any] = {
+            "name": ly.name,
+            "module_type": ly.module_type,
+            "kind": ly.kind,
+            "r": ly.r,
+            "alpha": ly.alpha,
+            "scale": ly.scale,
+            "a_key": ly.a_key,
+            "b_key": ly.b_key,
+            "a_shape": list(ly.a_shape),
+            "b_shape": list(ly.b_shape),
+            "dtype": ly.dtype,
+            "params": ly.params,
+            "stable_rank": self.stable_rank,
+            "effective_rank": M.effective_rank(s) if ok else None,
+            "effective_rank_energy": M.effective_rank_energy(s) if ok else None,
+            "utilization": self.utilization,
+            "sigma_max": sig1 / scale if ok and scale else sig1,
+            "frob_sq": e / scale**2 if ok and scale else e,
+            "sigma_max_scaled": sig1,
+            "frob_norm_scaled": math.sqrt(e) if ok else None,
+            "energy_rank_90": self.energy_rank(0.90),
+            "energy_rank_95": self.energy_rank(0.95),
+            "energy_rank_99": self.energy_rank(0.99),
+            "singular_values": [float(x) for x in s] if ok else None,
+            "top_singular_values": [float(x) for x in s[:top_k]] if ok and top_k else None,
+            "suggested_ranks": dict(self.suggested_ranks),
+            "flags": list(self.flags),
+            "dora_magnitude": self.dora_magnitude,
+        }
+        if not top_k:
+            row.pop("top_singular_values")
+        return row
+
+
+@dataclass(frozen=True)
+class AdapterAudit:
+    """The audit of one adapter. ``to_dict()`` is the ``--json`` output.
+
+    Attributes:
+        source: where the adapter came from (``{"path": ...}`` for a folder).
+        adapter: type, rank, α, base model, weights file and format.
+        layers: one :class:`LayerAudit` per LoRA layer, in module order.
+        policy: the policy spec used for ``rank_suggestions``.
+        policies: every policy spec evaluated per layer.
+        ignored_tensors: non-LoRA tensors in the file (name, shape, dtype).
+        warnings: things worth knowing that did not stop the audit.
+    """
+
+    source: dict[str, Any]
+    adapter: dict[str, Any]
+    layers: tuple[LayerAudit, ...]
+    policy: str
+    policies: tuple[str, ...]
+    ignored_tensors: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def flags(self) -> list[str]:
+        """Adapter-level flags: ``untrained`` when no valid layer carries any update,
+        ``invalid`` when some layer is invalid, ``over_provisioned`` when the median layer
+        needs ≤ r/4 directions for 90% of its energy."""
+        valid = [x for x in self.layers if x.valid]
+        flags = []
+        if valid and not any(x.trained for x in valid):
+            flags.append("untrained")
+        if len(valid) < len(self.layers):
+            flags.append("invalid")
+        trained = [x for x in valid if x.trained]
+        if trained:
+            er = float(np.median([x.energy_rank(0.9) for x in trained]))
+            r = float(np.median([x.layer.r for x in trained]))
+            if er <= r / 4:
+                flags.append("over_provisioned")
+        return flags
+
+    def summary(self) -> dict[str, Any]:
+        """The 0.11 summary fields (same names and meanings) plus Gradience's additions.
+
+        Aggregates run over valid layers; untrained layers count with zero metrics, as in
+        0.11. Rank suggestions use trained layers only — an untrained adapter gets none.
+        """
+        valid = [x for x in self.layers if x.valid]
+        sr = [x.stable_rank for x in valid]
+        params = [x.layer.params for x in valid]
+        er90 = [x.energy_rank(0.9) for x in valid]
+        rows = {x.name: x.to_dict() for x in valid}
+        by_type: dict[str, dict[str, Any]] = {}
+        for t in ("attn", "mlp", "other"):
+            group = [x for x in valid if x.layer.module_type == t]
+            if group:
+                g_er = [x.energy_rank(0.9) for x in group]
+                by_type[t] = {
+                    "n_layers": len(group),
+                    "params": sum(x.layer.params for x in group),
+                    "stable_rank_mean": _mean([x.stable_rank for x in group]),
+                    "utilization_mean": _mean([x.utilization for x in group]),
+                    "energy_rank_90_p50": _pct(g_er, 50),
+                    "energy_rank_90_p90": _pct(g_er, 90),
+                }
+        trained = [x for x in valid if x.trained]
+        t_er = [x.suggested_ranks[self.policy] for x in trained]
+        return {
+            "total_lora_params": sum(x.layer.params for x in self.layers),
+            "n_layers": len(self.layers),
+            "stable_rank_mean": _mean(sr),
+            "stable_rank_median": float(np.median(sr)) if sr else None,
+            "stable_rank_weighted_mean": (
+                float(np.average(sr, weights=params)) if sr and sum(params) else None
+            ),
+            "effective_rank_mean": _mean([rows[x.name]["effective_rank"] for x in valid]),
+            "effective_rank_energy_mean": _mean(
+                [rows[x.name]["effective_rank_energy"] for x in valid]
+            ),
+            "utilization_mean": _mean([x.utilization for x in valid]),
+            "utilization_median": float(np.median([x.utilization for x in valid])) if valid else None,
+            "energy_rank_90_p50": _pct(er90, 50),
+            "energy_rank_90_p90": _pct(er90, 90),
+            "suggested_r_global_median": _pow2(_pct(t_er, 50)),
+            "suggested_r_global_90": _pow2(_pct(t_er, 90)),
+            "by_type": by_type,
+            "n_valid": len(valid),
+            "n_invalid": len(self.layers) - len(valid),
+            "n_untrained": len(valid) - len(trained),
+            "n_over_provisioned": sum("over_provisioned" in x.flags for x in self.layers),
+            "delta_sigma_max_scaled_mean": _mean([rows[x.name]["sigma_max_scaled"] for x in valid]),
+            "delta_frob_norm_scaled_mean": _mean([rows[x.name]["frob_norm_scaled"] for x in valid]),
+            "flags": self.flags,
+        }
+
+    def rank_suggestions(self, spec: str | None = None) -> dict[str, Any]:
+        """Global and per-layer suggestions under one policy (default: ``self.policy``).
+
+        ``rank_pattern`` is keyed by PEFT module names and lists only layers whose
+        suggestion differs from ``default_r``, so it drops into
+        ``LoraConfig(r=default_r, rank_pattern=...)``. Untrained layers get no suggestion.
+        """
+        spec = spec or self.policy
+        trained = [x for x in self.layers if x.trained]
+        ks = {x.name: x.suggested_ranks[spec] for x in trained}
+        if not ks:
+            return {
+                "policy": spec, "global_p50": None, "global_p90": None,
+                "suggested_r_global_median": None, "suggested_r_global_90": None,
+                "default_r": None, "rank_pattern": {}, "by_module_type_p90": {},
+                "untrained_layers": [x.name for x in self.layers if x.valid],
+            }  # fmt: skip
+        counts = Counter(ks.values())
+        default_r = max(counts, key=lambda k: (counts[k], k))
+        pattern = {name: k for name, k in ks.items() if k != default_r}
+        by_type: dict[str, int] = {}
+        for t in ("attn", "mlp", "other"):
+            vals = [ks[x.name] for x in trained if x.layer.module_type == t]
+            if vals:
+                by_type[t] = math.ceil(_pct(vals, 90))
+        p50, p90 = _pct(list(ks.values()), 50), _pct(list(ks.values()), 90)
+        return {
+            "policy": spec,
+            "global_p50": p50,
+            "global_p90": p90,
+            "suggested_r_global_median": _pow2(p50),
+            "suggested_r_global_90": _pow2(p90),
+            "default_r": default_r,
+            "rank_pattern": _safe_pattern(pattern, [x.name for x in self.layers]),
+            "by_module_type_p90": by_type,
+            "untrained_layers": [x.name for x in self.layers if x.valid and not x.trained],
+        }
+
+    def policy_global_suggestions(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for spec in self.policies:
+            ks = [x.suggested_ranks[spec] for x in self.layers if x.trained]
+            out[spec] = {
+                "uniform_median": _pct(ks, 50),
+                "uniform_p90": _pct(ks, 90),
+                "uniform_max": float(max(ks)) if ks else None,
+                "n_layers": len(ks),
+            }
+        return out
+
+    def to_dict(self, *, layers: bool = False, top_k: int | None = None) -> dict[str, Any]:
+        """JSON-ready dict (no NaN/Infinity) following the ``gradience.audit/v1`` schema."""
+        from gradience import __version__
+
+        d: dict[str, Any] = {"schema": SCHEMA, "gradience_version": __version__}
+        d["source"] = self.source
+        d["adapter"] = self.adapter
+        d.update(self.summary())
+        d["policy"] = self.policy
+        d["rank_suggestions"] = self.rank_suggestions()
+        d["policy_global_suggestions"] = self.policy_global_suggestions()
+        d["ignored_tensors"] = list(self.ignored_tensors)
+        d["warnings"] = list(self.warnings)
+        if layers:
+            d["layer_data"] = {"layer_rows": [x.to_dict(top_k=top_k) for x in self.layers]}
+        return d
+
+
+def audit(
+    source: str | Path | Adapter,
+    *,
+    policy: str = DEFAULT_POLICY,
+    policies: Sequence[str] = (),
+    precise: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> AdapterAudit:
+    """Audit the spectrum of every LoRA layer of an adapter.
+
+    Args:
+        source: an adapter folder (or an opened :class:`~gradience.adapters.Adapter`).
+        policy: rank policy for ``rank_suggestions``, e.g. ``"energy@0.9"``, ``"knee"``.
+        policies: further policies to evaluate per layer (``policy_global_suggestions``).
+        precise: QR route for every layer (σ to ~1e-15·σ₁) instead of float64 Grams.
+        progress: ``progress(done, total)`` callback, called per layer.
+
+    Returns:
+        An :class:`AdapterAudit`; ``.to_dict(layers=True)`` is the JSON report.
+
+    Raises:
+        AdapterNotFoundError, AdapterFormatError, ConfigError, UnsupportedAdapterError:
+            the input cannot be read (one-line messages that say how to fix it).
+        UsageError: an unknown or malformed policy name.
+
+    Example:
+        >>> import gradience
+        >>> result = gradience.audit("examples/healthy-r8")  # doctest: +SKIP
+        >>> result.summary()["utilization_mean"]  # doctest: +SKIP
+        0.31
+    """
+    specs = _policy_specs(policy, policies)
+    if isinstance(source, Adapter):
+        return _audit_adapter(source, specs, precise, progress)
+    with load_adapter(source) as adapter:
+        return _audit_adapter(adapter, specs, precise, progress)
+
+
+def _policy_specs(policy: str, policies: Sequence[str]) -> list[str]:
+    specs: list[str] = []
+    for raw in [policy, *policies]:
+        p, t = get_policy(raw)
+        if p.spec(t) not in specs:
+            specs.append(p.spec(t))
+    return specs
+
+
+def _audit_adapter(adapter: Adapter, specs: list[str], precise: bool, progress) -> AdapterAudit:
+    spectra = layer_spectra(adapter, precise=precise, progress=progress)
+    resolved = [(spec, *get_policy(spec)) for spec in specs]
+    layers = []
+    warnings = list(adapter.warnings)
+    for layer in adapter.layers:
+        raw = spectra[layer.name]
+        if raw is None:
+            layers.append(LayerAudit(layer, np.zeros(0), ("invalid",)))
+            warnings.append(f"{layer.name}: NaN or Inf in the LoRA factors; left out of aggregates")
+            continue
+        s = raw * abs(layer.scale)
+        flags: list[str] = []
+        if not np.any(s > 0):
+            flags.append("untrained")
+        elif M.energy_rank(s, 0.9) <= layer.r / 4:
+            flags.append("over_provisioned")
+        shape = (layer.out_features, layer.in_features)
+        ks = {spec: p(s, t, shape=shape) for spec, p, t in resolved}
+        dora = _magnitude_stats(adapter.magnitude(layer)) if layer.magnitude_key else None
+        layers.append(LayerAudit(layer, s, tuple(flags), ks, dora))
+    cfg = adapter.config
+    info = {
+        "peft_type": cfg.peft_type,
+        "dora": any(x.magnitude_key for x in adapter.layers),
+        "r": cfg.r,
+        "lora_alpha": cfg.lora_alpha,
+        "use_rslora": cfg.use_rslora,
+        "rank_pattern": cfg.rank_pattern,
+        "alpha_pattern": cfg.alpha_pattern,
+        "target_modules": cfg.target_modules,
+        "base_model": cfg.base_model,
+        "task_type": cfg.task_type,
+        "weights_file": adapter.weights_path.name,
+        "format": adapter.format,
+        "dtypes": sorted({x.dtype for x in adapter.layers}),
+    }
+    ignored = tuple(
+        {
+            "name": n,
+            "shape": list(adapter.tensor_shape(n)),
+            "dtype": adapter.tensor_dtype(n),
+        }
+        for n in adapter.ignored
+    )
+    return AdapterAudit(
+        source={"path": str(adapter.path)},
+        adapter=info,
+        layers=tuple(layers),
+        policy=specs[0],
+        policies=tuple(specs),
+        ignored_tensors=ignored,
+        warnings=tuple(warnings),
+    )
+
+
+def _magnitude_stats(m: np.ndarray) -> dict[str, float | None]:
+    m = m.astype(np.float64)
+    if not np.isfinite(m).all():
+        return {"min": None, "max": None, "mean": None, "norm": None}
+    return {
+        "min": float(m.min()),
+        "max": float(m.max()),
+        "mean": float(m.mean()),
+        "norm": float(np.linalg.norm(m)),
+    }
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    return float(np.mean(xs)) if xs else None
+
+
+def _pct(xs: Sequence[float], q: float) -> float | None:
+    """Linear-interpolation percentile (numpy's default, the same as 0.11)."""
+    return float(np.percentile(xs, q)) if len(xs) else None
+
+
+def _pow2(x: float | None) -> int | None:
+    """Round a suggestion up to a power of two; no cap (0.11 capped at 32)."""
+    if x is None or x <= 0:
+        return None
+    return 1 << max(0, math.ceil(math.log2(x) - 1e-12))
+
+
+def _safe_pattern(pattern: dict[str, int], names: list[str]) -> dict[str, int]:
+    """Keep PEFT module names as keys, escaping any that PEFT's regex matching would also
+    apply to another layer (keys are regexes to PEFT)."""
+    by_leaf: dict[str, list[str]] = {}
+    for n in names:
+        by_leaf.setdefault(n.rsplit(".", 1)[-1], []).append(n)
+    out = {}
+    for key, k in pattern.items():
+        same_leaf = by_leaf.get(key.rsplit(".", 1)[-1], [])
+        hits = [n for n in same_leaf if match_pattern_key([key], n) is not None]
+        out[key if hits == [key] else re.escape(key)] = k
+    return out

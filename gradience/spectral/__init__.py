@@ -1,0 +1,1 @@
+"""Spectral maths: singular values from factors, metrics of spectra, rank policies."""
