@@ -8,7 +8,6 @@ Every number here is a function of the singular values of each scaled update
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gradience.adapters.config import match_pattern_key
+from gradience.adapters.config import exact_pattern
 from gradience.adapters.layout import LoraLayer
 from gradience.adapters.load import Adapter, load_adapter
 from gradience.spectral import metrics as M
@@ -193,7 +192,9 @@ class AdapterAudit:
                 [rows[x.name]["effective_rank_energy"] for x in valid]
             ),
             "utilization_mean": _mean([x.utilization for x in valid]),
-            "utilization_median": float(np.median([x.utilization for x in valid])) if valid else None,
+            "utilization_median": float(np.median([x.utilization for x in valid]))
+            if valid
+            else None,
             "energy_rank_90_p50": _pct(er90, 50),
             "energy_rank_90_p90": _pct(er90, 90),
             "suggested_r_global_median": _pow2(_pct(t_er, 50)),
@@ -241,7 +242,7 @@ class AdapterAudit:
             "suggested_r_global_median": _pow2(p50),
             "suggested_r_global_90": _pow2(p90),
             "default_r": default_r,
-            "rank_pattern": _safe_pattern(pattern, [x.name for x in self.layers]),
+            "rank_pattern": exact_pattern(pattern, [x.name for x in self.layers]),
             "by_module_type_p90": by_type,
             "untrained_layers": [x.name for x in self.layers if x.valid and not x.trained],
         }
@@ -405,17 +406,3 @@ def _pow2(x: float | None) -> int | None:
     if x is None or x <= 0:
         return None
     return 1 << max(0, math.ceil(math.log2(x) - 1e-12))
-
-
-def _safe_pattern(pattern: dict[str, int], names: list[str]) -> dict[str, int]:
-    """Keep PEFT module names as keys, escaping any that PEFT's regex matching would also
-    apply to another layer (keys are regexes to PEFT)."""
-    by_leaf: dict[str, list[str]] = {}
-    for n in names:
-        by_leaf.setdefault(n.rsplit(".", 1)[-1], []).append(n)
-    out = {}
-    for key, k in pattern.items():
-        same_leaf = by_leaf.get(key.rsplit(".", 1)[-1], [])
-        hits = [n for n in same_leaf if match_pattern_key([key], n) is not None]
-        out[key if hits == [key] else re.escape(key)] = k
-    return out

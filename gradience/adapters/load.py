@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 from gradience.adapters.config import AdapterConfig
 from gradience.adapters.layout import LoraLayer, group_layers
 from gradience.adapters.pickle_io import TorchZipFile
-from gradience.adapters.safetensors_io import SafetensorsFile
+from gradience.adapters.safetensors_io import SafetensorsFile, float32_to_bf16_bits
 from gradience.errors import AdapterNotFoundError
 
 __all__ = ["Adapter", "Factors", "load_adapter"]
@@ -71,12 +72,20 @@ class Adapter:
         """One tensor, decoded (BF16 → float32)."""
         return self._file.read(name)
 
-    def read_raw(self, name: str) -> tuple[str, tuple[int, ...], bytes] | np.ndarray:
-        """A tensor in a form :func:`write_safetensors` writes back bit for bit."""
+    def passthrough(self, name: str) -> tuple[str, tuple[int, ...], Callable[[], bytes]]:
+        """A tensor as ``(dtype, shape, read_bytes)`` for :func:`write_safetensors`: the
+        bytes are copied unchanged and read only when written."""
+        t = self._file.tensors[name]
         if isinstance(self._file, SafetensorsFile):
-            info = self._file.tensors[name]
-            return (info.dtype, info.shape, self._file.read_raw(name))
-        return self._file.read(name)
+            return (t.dtype, tuple(t.shape), lambda: self._file.read_raw(name))
+
+        def encode() -> bytes:
+            arr = self._file.read(name)
+            if t.dtype == "BF16":
+                return float32_to_bf16_bits(arr).tobytes()
+            return arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+
+        return (t.dtype, tuple(t.shape), encode)
 
     def factors(self, layer: LoraLayer) -> Factors:
         a = self.read(layer.a_key)

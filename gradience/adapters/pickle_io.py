@@ -77,7 +77,10 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_rest) -> TensorRef:
         raise AdapterFormatError("tensor record in data.pkl is malformed") from e
     if len(shape) != len(strides) or offset < 0 or min(shape + strides, default=0) < 0:
         raise AdapterFormatError("tensor record in data.pkl has an invalid shape or stride")
-    if math.prod(shape) and offset + sum((d - 1) * s for d, s in zip(shape, strides)) >= storage.numel:
+    if (
+        math.prod(shape)
+        and offset + sum((d - 1) * s for d, s in zip(shape, strides)) >= storage.numel
+    ):
         raise AdapterFormatError("tensor record in data.pkl points outside its storage")
     return TensorRef(storage, offset, shape, strides)
 
@@ -150,7 +153,9 @@ class TorchZipFile:
         names = self._zip.namelist()
         pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
-            raise AdapterFormatError("torch checkpoint has no single data.pkl; it is corrupt", path=path)
+            raise AdapterFormatError(
+                "torch checkpoint has no single data.pkl; it is corrupt", path=path
+            )
         self._root = pkl[0].rsplit("/", 1)[0]
         self._little = True
         if f"{self._root}/byteorder" in names:
@@ -206,7 +211,9 @@ class TorchZipFile:
         try:
             raw = self._zip.read(entry)
         except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise AdapterFormatError(f"storage for {name!r} is unreadable: {e}", path=self.path) from e
+            raise AdapterFormatError(
+                f"storage for {name!r} is unreadable: {e}", path=self.path
+            ) from e
         flat = np.frombuffer(raw, dtype=("<" if self._little else ">") + kind.np_dtype)
         view = np.lib.stride_tricks.as_strided(
             flat[ref.offset :],

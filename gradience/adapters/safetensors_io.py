@@ -12,7 +12,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,16 +238,18 @@ class SafetensorsFile:
 
 def write_safetensors(
     path: str | Path,
-    tensors: Mapping[str, np.ndarray | tuple[str, tuple[int, ...], bytes]],
+    tensors: Mapping[str, np.ndarray | tuple[str, tuple[int, ...], bytes | Callable[[], bytes]]],
     *,
     metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Write a safetensors file, atomically (a crash never leaves a half-written file).
 
     Values are numpy arrays (float64/32/16 and integer types) or ``(dtype, shape, raw)``
-    tuples, which is how BF16 and pass-through tensors are written without re-encoding.
+    tuples, which is how BF16 and pass-through tensors are written without re-encoding;
+    ``raw`` may be a callable returning the bytes, so large pass-through tensors are read
+    only while they are written.
     """
-    entries: list[tuple[str, str, tuple[int, ...], bytes]] = []
+    entries: list[tuple[str, str, tuple[int, ...], bytes | Callable[[], bytes]]] = []
     for name, value in tensors.items():
         if isinstance(value, tuple):
             dtype, shape, raw = value
@@ -255,23 +257,35 @@ def write_safetensors(
             arr = np.ascontiguousarray(value)
             dtype = _numpy_to_st(arr.dtype)
             shape, raw = tuple(arr.shape), arr.astype(DTYPES[dtype][0], copy=False).tobytes()
-        entries.append((name, dtype, tuple(int(d) for d in shape), bytes(raw)))
+        entries.append((name, dtype, tuple(int(d) for d in shape), raw))
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = dict(metadata)
     offset = 0
-    for name, dtype, shape, raw in entries:
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(raw)]}
-        offset += len(raw)
+    for name, dtype, shape, _ in entries:
+        size = math.prod(shape) * DTYPES[dtype][1]
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
     tmp = Path(path).with_name(Path(path).name + ".partial")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for *_, raw in entries:
-            f.write(raw)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for name, _, _, raw in entries:
+                data = raw() if callable(raw) else raw
+                start, end = header[name]["data_offsets"]  # type: ignore[index]
+                if len(data) != end - start:
+                    raise ValueError(f"tensor {name!r}: {len(data)} bytes, expected {end - start}")
+                f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _numpy_to_st(dtype: np.dtype) -> str:

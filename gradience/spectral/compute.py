@@ -64,9 +64,7 @@ def layer_spectra(
         f = adapter.factors(layer)
         a = f.effective_a()
         if precise:
-            out[layer.name] = (
-                singular_values_qr(a, f.b) if _finite(a) and _finite(f.b) else None
-            )
+            out[layer.name] = singular_values_qr(a, f.b) if _finite(a) and _finite(f.b) else None
         else:
             ga, gb = gram_pair(a, f.b)
             if not (np.isfinite(ga).all() and np.isfinite(gb).all()):

@@ -96,11 +96,15 @@ def get_policy(spec: str) -> tuple[RankPolicy, float | None]:
         raise UsageError(f"rank policy parameter in {spec!r} is not a number") from e
     lo, hi = policy.bounds or (-math.inf, math.inf)
     if not (lo <= t <= hi) or not math.isfinite(t):
-        raise UsageError(f"rank policy {name!r} needs {policy.param} in [{lo:g}, {hi:g}], got {t:g}")
+        raise UsageError(
+            f"rank policy {name!r} needs {policy.param} in [{lo:g}, {hi:g}], got {t:g}"
+        )
     return policy, t
 
 
-def suggest_rank(s: np.ndarray, spec: str = "energy@0.9", *, shape: tuple[int, int] | None = None) -> int:
+def suggest_rank(
+    s: np.ndarray, spec: str = "energy@0.9", *, shape: tuple[int, int] | None = None
+) -> int:
     """Suggested rank for one spectrum under the policy ``spec``."""
     policy, t = get_policy(spec)
     return policy(s, t, shape=shape)

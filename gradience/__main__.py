@@ -1,0 +1,5 @@
+import sys
+
+from gradience.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``gradience`` command line: thin parsers over the Python API."""

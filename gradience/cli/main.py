@@ -1,0 +1,76 @@
+"""Entry point: parse, dispatch, and turn every user error into one line and exit code 2.
+
+Exit codes: 0 success · 1 internal error (a bug: please report it) · 2 bad input or
+usage · 130 interrupted. ``GRADIENCE_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from gradience import __version__
+from gradience.errors import GradienceError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gradience.cli import audit_cmd, compress_cmd
+
+    parser = _Parser(
+        prog="gradience",
+        description="Spectral audits of LoRA adapters from the weights alone.",
+    )
+    parser.add_argument("--version", action="version", version=f"gradience {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    audit_cmd.register(sub)
+    compress_cmd.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    debug = os.environ.get("GRADIENCE_DEBUG", "") not in ("", "0")
+    try:
+        return int(args.run(args) or EXIT_OK)
+    except GradienceError as e:
+        if debug:
+            raise
+        print(f"gradience: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("gradience: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except OSError as e:
+        if debug:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"gradience: error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # a bug, not bad input: say so, in one line
+        if debug:
+            raise
+        print(
+            f"gradience: internal error: {e.__class__.__name__}: {e} — please report it; "
+            "set GRADIENCE_DEBUG=1 for the traceback",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Compression: replace each LoRA update by its best rank-k approximation, as a new
+PEFT adapter on disk.
+
+From the QR-route SVD ΔW = U·diag(σ)·Vᵀ, keep k components and write
+B' = U_k·diag(√(σ_k/s')), A' = diag(√(σ_k/s'))·V_kᵀ, where s' is the scale the new config
+implies for rank k (α/k, or α/√k with rsLoRA). Then s'·B'·A' is the optimal rank-k
+approximation of ΔW (Eckart–Young); per-layer ranks go into ``rank_pattern`` so the
+result loads with ``peft.PeftModel.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradience.adapters.config import exact_pattern
+from gradience.adapters.load import CONFIG_NAME, Adapter, load_adapter
+from gradience.adapters.safetensors_io import float32_to_bf16_bits, write_safetensors
+from gradience.auditor import audit
+from gradience.errors import AdapterFormatError, UnsupportedAdapterError, UsageError
+from gradience.spectral.factored import svd_qr
+
+__all__ = ["CompressResult", "LayerCompression", "compress"]
+
+_OUT_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64}
+
+
+@dataclass(frozen=True)
+class LayerCompression:
+    """What truncation kept of one layer.
+
+    Attributes:
+        retained_energy: Σ_{i≤k}σᵢ² / Σσᵢ² (1.0 for an all-zero update).
+        relative_error: ‖ΔW − ΔW_k‖_F / ‖ΔW‖_F = √(1 − retained_energy).
+    """
+
+    name: str
+    r_before: int
+    r_after: int
+    retained_energy: float
+    relative_error: float
+
+
+@dataclass(frozen=True)
+class CompressResult:
+    """A compressed adapter written to ``out_dir``."""
+
+    out_dir: Path
+    layers: tuple[LayerCompression, ...]
+    config: dict[str, Any]
+    params_before: int
+    params_after: int
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "gradience.compress/v1",
+            "out_dir": str(self.out_dir),
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "r": self.config["r"],
+            "rank_pattern": self.config.get("rank_pattern", {}),
+            "layers": [vars(x) for x in self.layers],
+            "warnings": list(self.warnings),
+        }
+
+
+def compress(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    rank: int | None = None,
+    policy: str | None = None,
+    per_layer: bool = False,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> CompressResult:
+    """Write the optimal rank-k truncation of every layer as a new PEFT adapter.
+
+    Exactly one way of choosing ranks: ``rank=K`` (every layer min(K, r)); ``policy=``
+    alone (one uniform rank: the 90th percentile of the policy's per-layer suggestions,
+    rounded up); or ``per_layer=True`` (each layer its own suggestion under ``policy``,
+    default ``energy@0.9``, written as ``rank_pattern``).
+
+    Args:
+        source: adapter folder.
+        out_dir: where to write ``adapter_config.json`` and ``adapter_model.safetensors``.
+        dtype: ``F32``, ``F16``, ``BF16`` or ``F64``; default: the input's dtype.
+        overwrite: replace an existing adapter in ``out_dir``.
+
+    Raises:
+        UsageError: no or several rank choices, rank < 1, unknown dtype, existing output.
+        UnsupportedAdapterError: AdaLoRA input (its rank masks do not survive truncation).
+        AdapterFormatError: a layer with NaN/Inf cannot be truncated.
+
+    Example:
+        >>> gradience.compress("examples/overprovisioned-r64", "r8/", rank=8)  # doctest: +SKIP
+    """
+    chosen = sum([rank is not None, per_layer, policy is not None and not per_layer])
+    if chosen != 1:
+        raise UsageError("choose exactly one of --rank K, --policy P or --per-layer")
+    if rank is not None and (not isinstance(rank, int) or rank < 1):
+        raise UsageError(f"--rank must be a positive integer, got {rank!r}")
+    if dtype is not None and dtype.upper() not in _OUT_DTYPES:
+        raise UsageError(f"unknown --dtype {dtype!r}; choose from {', '.join(_OUT_DTYPES)}")
+    out = Path(out_dir)
+    if (out / CONFIG_NAME).exists() and not overwrite:
+        raise UsageError(f"{out} already holds an adapter; pass --overwrite to replace it")
+    with load_adapter(source) as adapter:
+        if Path(adapter.path).resolve() == out.resolve():
+            raise UsageError("--out must differ from the input folder")
+        if adapter.config.peft_type != "LORA":
+            raise UnsupportedAdapterError(
+                f"compress writes LoRA adapters; {adapter.config.peft_type} input is not supported"
+            )
+        ranks = _target_ranks(adapter, rank, policy, per_layer)
+        return _write(adapter, out, ranks, dtype, progress)
+
+
+def _target_ranks(adapter: Adapter, rank, policy, per_layer) -> dict[str, int]:
+    if rank is not None:
+        return {x.name: min(rank, x.r) for x in adapter.layers}
+    spec = policy or "energy@0.9"
+    result = audit(adapter, policy=spec)
+    bad = [x.name for x in result.layers if not x.valid]
+    if bad:
+        raise AdapterFormatError(f"layer {bad[0]} has NaN/Inf values; it cannot be compressed")
+    ks = {x.name: x.suggested_ranks[result.policy] for x in result.layers}
+    if per_layer:
+        return {x.name: max(1, ks[x.name]) for x in result.layers}
+    trained = [k for x, k in zip(result.layers, ks.values(), strict=True) if x.trained]
+    uniform = max(1, math.ceil(np.percentile(trained, 90))) if trained else 1
+    return {x.name: min(uniform, x.layer.r) for x in result.layers}
+
+
+def _write(adapter: Adapter, out: Path, ranks: dict[str, int], dtype, progress) -> CompressResult:
+    cfg = adapter.config
+    tensors: dict[str, Any] = {}
+    reports: list[LayerCompression] = []
+    warnings: list[str] = []
+    n = len(adapter.layers)
+    for i, layer in enumerate(adapter.layers):
+        f = adapter.factors(layer)
+        if not (np.isfinite(f.a).all() and np.isfinite(f.b).all()):
+            raise AdapterFormatError(
+                f"layer {layer.name} has NaN/Inf values; it cannot be compressed", path=adapter.path
+            )
+        k = ranks[layer.name]
+        svd = svd_qr(f.a, f.b, layer.scale)
+        s = svd.s[:k]
+        new_scale = cfg.scale(layer.alpha, k)
+        if new_scale == 0:
+            root = np.zeros_like(s)
+        else:
+            root = np.sqrt(s / abs(new_scale))
+        b_new = svd.u[:, :k] * root * math.copysign(1.0, new_scale)
+        a_new = root[:, None] * svd.vt[:k]
+        total = float(np.dot(svd.s, svd.s))
+        kept = float(np.dot(s, s)) / total if total > 0 else 1.0
+        kept = min(kept, 1.0)
+        reports.append(
+            LayerCompression(layer.name, layer.r, k, kept, math.sqrt(max(0.0, 1.0 - kept)))
+        )
+        out_dtype = (dtype or layer.dtype).upper()
+        if out_dtype not in _OUT_DTYPES:
+            out_dtype = "F32"
+        a_shape = (k, *layer.a_shape[1:])
+        b_shape = (layer.b_shape[0], k, *layer.b_shape[2:])
+        tensors[layer.a_key] = _encode(a_new.reshape(a_shape), out_dtype)
+        tensors[layer.b_key] = _encode(b_new.reshape(b_shape), out_dtype)
+        if layer.magnitude_key:
+            tensors[layer.magnitude_key] = adapter.passthrough(layer.magnitude_key)
+        if progress is not None:
+            progress(i + 1, n)
+    if any(x.magnitude_key for x in adapter.layers):
+        warnings.append(
+            "DoRA magnitude vectors were copied unchanged; DoRA renormalises W + ΔW, so the "
+            "compressed adapter's effect is close to, not exactly, the truncated update"
+        )
+    for name in adapter.ignored:
+        tensors[name] = adapter.passthrough(name)
+    config = _new_config(adapter, ranks)
+    out.mkdir(parents=True, exist_ok=True)
+    write_safetensors(out / "adapter_model.safetensors", tensors, metadata={"format": "pt"})
+    tmp = out / (CONFIG_NAME + ".partial")
+    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / CONFIG_NAME)
+    before = sum(x.params for x in adapter.layers)
+    after = sum(ranks[x.name] * (x.in_features + x.out_features) for x in adapter.layers)
+    return CompressResult(out, tuple(reports), config, before, after, tuple(warnings))
+
+
+def _encode(x: np.ndarray, dtype: str) -> np.ndarray | tuple[str, tuple[int, ...], bytes]:
+    if dtype == "BF16":
+        return ("BF16", tuple(x.shape), float32_to_bf16_bits(x.astype(np.float32)).tobytes())
+    return np.ascontiguousarray(x.astype(_OUT_DTYPES[dtype]))
+
+
+def _new_config(adapter: Adapter, ranks: dict[str, int]) -> dict[str, Any]:
+    cfg = adapter.config
+    counts = Counter(ranks.values())
+    default_r = max(counts, key=lambda k: (counts[k], k))
+    names = [x.name for x in adapter.layers]
+    rank_pattern = {x.name: ranks[x.name] for x in adapter.layers if ranks[x.name] != default_r}
+    alpha_pattern = {x.name: x.alpha for x in adapter.layers if x.alpha != cfg.lora_alpha}
+    config = dict(cfg.raw)
+    config["r"] = default_r
+    config["rank_pattern"] = exact_pattern(rank_pattern, names)
+    config["alpha_pattern"] = exact_pattern(alpha_pattern, names)
+    return config

@@ -1,0 +1,1 @@
+"""Renderings of result dicts: terminal tables now; Markdown and plots with later surfaces."""

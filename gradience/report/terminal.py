@@ -1,0 +1,124 @@
+"""Human-readable terminal output (rich). Renders the same dicts ``--json`` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["render_audit", "render_compress"]
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def render_audit(
+    d: dict[str, Any], *, per_layer: bool = False, suggest_per_layer: bool = False
+) -> None:
+    con = Console(highlight=False)
+    a = d["adapter"]
+    dora = " + DoRA" if a["dora"] else ""
+    con.print(
+        f"[bold]{d['source'].get('path', '')}[/bold]  {a['peft_type']}{dora}  r={a['r']}  "
+        f"α={a['lora_alpha']:g}{'  rsLoRA' if a['use_rslora'] else ''}  "
+        f"base={a['base_model'] or '?'}  {a['format']} {'/'.join(a['dtypes'])}"
+    )
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="dim")
+    t.add_column()
+    util = d["utilization_mean"]
+    t.add_row("LoRA layers", f"{d['n_layers']}  ({d['total_lora_params']:,} parameters)")
+    t.add_row("utilisation (mean / median)", f"{_f(util, 3)} / {_f(d['utilization_median'], 3)}")
+    t.add_row(
+        "stable rank (mean / median)",
+        f"{_f(d['stable_rank_mean'])} / {_f(d['stable_rank_median'])}",
+    )
+    t.add_row("effective rank (mean, σ / σ²)",
+              f"{_f(d['effective_rank_mean'])} / {_f(d['effective_rank_energy_mean'])}")  # fmt: skip
+    t.add_row("energy rank @90% (p50 / p90)",
+              f"{_f(d['energy_rank_90_p50'], 1)} / {_f(d['energy_rank_90_p90'], 1)}")  # fmt: skip
+    s = d["rank_suggestions"]
+    if s["default_r"] is None:
+        t.add_row("suggested rank", "[red]none: no layer carries any update (untrained)[/red]")
+    else:
+        t.add_row(
+            f"suggested rank ({s['policy']})",
+            f"r={s['suggested_r_global_median']} (median)  r={s['suggested_r_global_90']} (p90)",
+        )
+    for name, g in d["by_type"].items():
+        t.add_row(
+            f"  {name}",
+            f"{g['n_layers']} layers, utilisation {_f(g['utilization_mean'], 3)}, "
+            f"energy rank p90 {_f(g['energy_rank_90_p90'], 1)}",
+        )
+    if d["n_untrained"] or d["n_invalid"] or d["n_over_provisioned"]:
+        t.add_row(
+            "flags",
+            f"{d['n_over_provisioned']} over-provisioned · {d['n_untrained']} untrained · "
+            f"{d['n_invalid']} invalid",
+        )
+    if d["ignored_tensors"]:
+        t.add_row("non-LoRA tensors (not audited)", str(len(d["ignored_tensors"])))
+    con.print(t)
+    for w in d["warnings"][:10]:
+        con.print(f"[yellow]warning:[/yellow] {w}")
+    if len(d["warnings"]) > 10:
+        con.print(f"[yellow]… and {len(d['warnings']) - 10} more warnings (see --json)[/yellow]")
+    pgs = d["policy_global_suggestions"]
+    if len(pgs) > 1:
+        pt = Table(title="policies", title_justify="left")
+        for col in ("policy", "median k", "p90 k", "max k"):
+            pt.add_column(col, justify="right" if col != "policy" else "left")
+        for spec, g in pgs.items():
+            pt.add_row(spec, _f(g["uniform_median"], 1), _f(g["uniform_p90"], 1),
+                       _f(g["uniform_max"], 0))  # fmt: skip
+        con.print(pt)
+    if d.get("top_wasteful"):
+        wt = Table(title="most wasteful layers", title_justify="left")
+        for col in ("layer", "r", "stable rank", "utilisation", "energy rank 90"):
+            wt.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
+        for row in d["top_wasteful"]:
+            wt.add_row(row["name"], str(row["r"]), _f(row["stable_rank"]),
+                       _f(row["utilization"], 3), str(row["energy_rank_90"]))  # fmt: skip
+        con.print(wt)
+    if per_layer and "layer_data" in d:
+        lt = Table(title="layers", title_justify="left")
+        for col in ("layer", "type", "r", "stable", "util", "E90", "E99", "σ₁ (scaled)", "flags"):
+            lt.add_column(
+                col,
+                justify="left" if col in ("layer", "type", "flags") else "right",
+                overflow="fold",
+            )
+        for row in d["layer_data"]["layer_rows"]:
+            lt.add_row(
+                row["name"], row["module_type"], str(row["r"]), _f(row["stable_rank"]),
+                _f(row["utilization"], 3), str(row["energy_rank_90"] if row["energy_rank_90"] is not None else "—"),
+                str(row["energy_rank_99"] if row["energy_rank_99"] is not None else "—"),
+                _f(row["sigma_max_scaled"], 4), ",".join(row["flags"]),
+            )  # fmt: skip
+        con.print(lt)
+    if suggest_per_layer and s["default_r"] is not None:
+        con.print(
+            f"[bold]LoraConfig(r={s['default_r']}, rank_pattern=...)[/bold] with rank_pattern:"
+        )
+        con.print(s["rank_pattern"] or "{}  (every layer uses the default)")
+
+
+def render_compress(d: dict[str, Any]) -> None:
+    con = Console(highlight=False)
+    t = Table(title=f"compressed → {d['out_dir']}", title_justify="left")
+    for col in ("layer", "r → k", "retained energy", "relative error"):
+        t.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
+    for row in d["layers"]:
+        t.add_row(row["name"], f"{row['r_before']} → {row['r_after']}",
+                  f"{row['retained_energy']:.4f}", f"{row['relative_error']:.4f}")  # fmt: skip
+    con.print(t)
+    ratio = d["params_after"] / d["params_before"] if d["params_before"] else 1.0
+    con.print(
+        f"LoRA parameters {d['params_before']:,} → {d['params_after']:,} ({ratio:.1%}); "
+        f"r={d['r']}, {len(d['rank_pattern'])} layers in rank_pattern"
+    )
+    for w in d["warnings"]:
+        con.print(f"[yellow]warning:[/yellow] {w}")
