@@ -188,13 +188,9 @@ class AdapterAudit:
                 float(np.average(sr, weights=params)) if sr and sum(params) else None
             ),
             "effective_rank_mean": _mean([rows[x.name]["effective_rank"] for x in valid]),
-            "effective_rank_energy_mean": _mean(
-                [rows[x.name]["effective_rank_energy"] for x in valid]
-            ),
+            "effective_rank_energy_mean": _mean([rows[x.name]["effective_rank_energy"] for x in valid]),
             "utilization_mean": _mean([x.utilization for x in valid]),
-            "utilization_median": float(np.median([x.utilization for x in valid]))
-            if valid
-            else None,
+            "utilization_median": float(np.median([x.utilization for x in valid])) if valid else None,
             "energy_rank_90_p50": _pct(er90, 50),
             "energy_rank_90_p90": _pct(er90, 90),
             "suggested_r_global_median": _pow2(_pct(t_er, 50)),

@@ -158,18 +158,13 @@ def _write(adapter: Adapter, out: Path, ranks: dict[str, int], dtype, progress) 
         svd = svd_qr(f.a, f.b, layer.scale)
         s = svd.s[:k]
         new_scale = cfg.scale(layer.alpha, k)
-        if new_scale == 0:
-            root = np.zeros_like(s)
-        else:
-            root = np.sqrt(s / abs(new_scale))
+        root = np.zeros_like(s) if new_scale == 0 else np.sqrt(s / abs(new_scale))
         b_new = svd.u[:, :k] * root * math.copysign(1.0, new_scale)
         a_new = root[:, None] * svd.vt[:k]
         total = float(np.dot(svd.s, svd.s))
         kept = float(np.dot(s, s)) / total if total > 0 else 1.0
         kept = min(kept, 1.0)
-        reports.append(
-            LayerCompression(layer.name, layer.r, k, kept, math.sqrt(max(0.0, 1.0 - kept)))
-        )
+        reports.append(LayerCompression(layer.name, layer.r, k, kept, math.sqrt(max(0.0, 1.0 - kept))))
         out_dtype = (dtype or layer.dtype).upper()
         if out_dtype not in _OUT_DTYPES:
             out_dtype = "F32"

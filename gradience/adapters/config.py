@@ -68,9 +68,7 @@ class AdapterConfig:
         except UnicodeDecodeError as e:
             raise ConfigError("adapter_config.json is not UTF-8 text", path=path) from e
         if text.startswith("version https://git-lfs"):
-            raise ConfigError(
-                "adapter_config.json is a Git LFS pointer; run `git lfs pull`", path=path
-            )
+            raise ConfigError("adapter_config.json is a Git LFS pointer; run `git lfs pull`", path=path)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -90,11 +88,7 @@ class AdapterConfig:
                 f"({', '.join(SUPPORTED_TYPES)}, including DoRA)",
                 path=path,
             )
-        r = (
-            data.get("init_r")
-            if peft_type == "ADALORA" and data.get("init_r")
-            else data.get("r", 8)
-        )
+        r = data.get("init_r") if peft_type == "ADALORA" and data.get("init_r") else data.get("r", 8)
         alpha = data.get("lora_alpha", 8)
         if not _is_int(r) or r < 1:
             raise ConfigError(f"'r' must be a positive integer, got {r!r}", path=path)
@@ -147,9 +141,7 @@ def _is_number(x: Any) -> bool:
 def _pattern(data: dict, name: str, path, *, positive_int: bool) -> dict[str, Any]:
     value = data.get(name) or {}
     if not isinstance(value, dict):
-        raise ConfigError(
-            f"'{name}' must be an object mapping module patterns to values", path=path
-        )
+        raise ConfigError(f"'{name}' must be an object mapping module patterns to values", path=path)
     for key, v in value.items():
         ok = (_is_int(v) and v >= 1) if positive_int else _is_number(v)
         if not ok:
@@ -157,9 +149,7 @@ def _pattern(data: dict, name: str, path, *, positive_int: bool) -> dict[str, An
         try:
             re.compile(key)
         except re.error as e:
-            raise ConfigError(
-                f"'{name}' key {key!r} is not a valid pattern ({e})", path=path
-            ) from e
+            raise ConfigError(f"'{name}' key {key!r} is not a valid pattern ({e})", path=path) from e
     return value
 
 

@@ -148,8 +148,7 @@ def group_layers(
         )
     if not parts:
         raise AdapterFormatError(
-            "no LoRA tensors (lora_A / lora_B) found in the weights file; is this a PEFT LoRA "
-            "adapter?",
+            "no LoRA tensors (lora_A / lora_B) found in the weights file; is this a PEFT LoRA adapter?",
             path=path,
         )
     layers: list[LoraLayer] = []
@@ -164,8 +163,7 @@ def group_layers(
                     path=path,
                 )
             raise AdapterFormatError(
-                f"module {module!r} has {have} but its partner {missing} is missing; the file "
-                "is incomplete",
+                f"module {module!r} has {have} but its partner {missing} is missing; the file is incomplete",
                 path=path,
             )
         layers.append(_layer(module, slot, shapes, config, path, warnings))

@@ -136,8 +136,7 @@ def load_adapter(path: str | Path) -> Adapter:
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
         raise AdapterNotFoundError(
-            f"no {CONFIG_NAME} in {folder}; point at a PEFT adapter folder (the one "
-            "save_pretrained wrote)",
+            f"no {CONFIG_NAME} in {folder}; point at a PEFT adapter folder (the one save_pretrained wrote)",
             path=None,
         )
     config = AdapterConfig.from_file(config_path)

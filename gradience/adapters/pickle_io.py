@@ -79,7 +79,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_rest) -> TensorRef:
         raise AdapterFormatError("tensor record in data.pkl has an invalid shape or stride")
     if (
         math.prod(shape)
-        and offset + sum((d - 1) * s for d, s in zip(shape, strides)) >= storage.numel
+        and offset + sum((d - 1) * s for d, s in zip(shape, strides, strict=True)) >= storage.numel
     ):
         raise AdapterFormatError("tensor record in data.pkl points outside its storage")
     return TensorRef(storage, offset, shape, strides)
@@ -153,9 +153,7 @@ class TorchZipFile:
         names = self._zip.namelist()
         pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
-            raise AdapterFormatError(
-                "torch checkpoint has no single data.pkl; it is corrupt", path=path
-            )
+            raise AdapterFormatError("torch checkpoint has no single data.pkl; it is corrupt", path=path)
         self._root = pkl[0].rsplit("/", 1)[0]
         self._little = True
         if f"{self._root}/byteorder" in names:
@@ -169,16 +167,13 @@ class TorchZipFile:
             raise
         except Exception as e:  # any malformed pickle: one clean error, never a traceback
             raise AdapterFormatError(
-                f"data.pkl cannot be read ({e.__class__.__name__}: {str(e)[:80]}); the file is "
-                "corrupt",
+                f"data.pkl cannot be read ({e.__class__.__name__}: {str(e)[:80]}); the file is corrupt",
                 path=path,
             ) from e
         if not isinstance(obj, dict) or not all(
             isinstance(k, str) and isinstance(v, TensorRef) for k, v in obj.items()
         ):
-            raise AdapterFormatError(
-                "the checkpoint is not a flat state dict of tensors", path=path
-            )
+            raise AdapterFormatError("the checkpoint is not a flat state dict of tensors", path=path)
         self.tensors: dict[str, TensorRef] = dict(obj)
 
     def close(self) -> None:
@@ -211,9 +206,7 @@ class TorchZipFile:
         try:
             raw = self._zip.read(entry)
         except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise AdapterFormatError(
-                f"storage for {name!r} is unreadable: {e}", path=self.path
-            ) from e
+            raise AdapterFormatError(f"storage for {name!r} is unreadable: {e}", path=self.path) from e
         flat = np.frombuffer(raw, dtype=("<" if self._little else ">") + kind.np_dtype)
         view = np.lib.stride_tricks.as_strided(
             flat[ref.offset :],

@@ -8,6 +8,7 @@ clean error, never a huge allocation or an out-of-bounds read.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -91,9 +92,7 @@ def parse_header(
             path=path,
         )
     if len(prefix) < 8 or file_size < 8:
-        raise AdapterFormatError(
-            "file is too short to be safetensors (truncated download?)", path=path
-        )
+        raise AdapterFormatError("file is too short to be safetensors (truncated download?)", path=path)
     (n,) = struct.unpack("<Q", prefix[:8])
     if n > MAX_HEADER_BYTES:
         raise AdapterFormatError(
@@ -123,7 +122,7 @@ def parse_header(
     for name, entry in header.items():
         infos[name] = _tensor_info(name, entry, data_start, data_len, path)
     spans = sorted((i.start, i.end, i.name) for i in infos.values() if i.nbytes)
-    for (_, end_a, name_a), (start_b, _, name_b) in zip(spans, spans[1:], strict=False):
+    for (_, end_a, name_a), (start_b, _, name_b) in itertools.pairwise(spans):
         if start_b < end_a:
             raise AdapterFormatError(
                 f"tensors {name_a!r} and {name_b!r} overlap in the file; it is corrupt", path=path
@@ -142,9 +141,9 @@ def _tensor_info(name: str, entry: object, data_start: int, data_len: int, path)
             f"tensor {name!r} has unknown dtype {dtype!r}; supported: {', '.join(DTYPES)}",
             path=path,
         )
-    if not (
-        isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
-    ) or isinstance(shape, bool):
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)) or isinstance(
+        shape, bool
+    ):
         raise AdapterFormatError(f"tensor {name!r} has an invalid shape {shape!r}", path=path)
     if not (
         isinstance(offsets, list)
@@ -226,9 +225,7 @@ class SafetensorsFile:
         info = self.tensors[name]
         raw = os.pread(self._fd, info.nbytes, info.start)
         if len(raw) != info.nbytes:
-            raise AdapterFormatError(
-                f"tensor {name!r} is cut short (file truncated?)", path=self.path
-            )
+            raise AdapterFormatError(f"tensor {name!r} is cut short (file truncated?)", path=self.path)
         return decode(raw, info)
 
     def read_raw(self, name: str) -> bytes:

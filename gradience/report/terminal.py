@@ -14,9 +14,11 @@ def _f(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def render_audit(
-    d: dict[str, Any], *, per_layer: bool = False, suggest_per_layer: bool = False
-) -> None:
+def _i(x: int | None) -> str:
+    return "—" if x is None else str(x)
+
+
+def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_layer: bool = False) -> None:
     con = Console(highlight=False)
     a = d["adapter"]
     dora = " + DoRA" if a["dora"] else ""
@@ -94,15 +96,12 @@ def render_audit(
         for row in d["layer_data"]["layer_rows"]:
             lt.add_row(
                 row["name"], row["module_type"], str(row["r"]), _f(row["stable_rank"]),
-                _f(row["utilization"], 3), str(row["energy_rank_90"] if row["energy_rank_90"] is not None else "—"),
-                str(row["energy_rank_99"] if row["energy_rank_99"] is not None else "—"),
+                _f(row["utilization"], 3), _i(row["energy_rank_90"]), _i(row["energy_rank_99"]),
                 _f(row["sigma_max_scaled"], 4), ",".join(row["flags"]),
             )  # fmt: skip
         con.print(lt)
     if suggest_per_layer and s["default_r"] is not None:
-        con.print(
-            f"[bold]LoraConfig(r={s['default_r']}, rank_pattern=...)[/bold] with rank_pattern:"
-        )
+        con.print(f"[bold]LoraConfig(r={s['default_r']}, rank_pattern=...)[/bold] with rank_pattern:")
         con.print(s["rank_pattern"] or "{}  (every layer uses the default)")
 
 

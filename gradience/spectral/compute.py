@@ -52,9 +52,7 @@ def layer_spectra(
         queue = pending.pop(r, [])
         if not queue:
             return
-        sig = singular_values_from_grams(
-            np.stack([g[1] for g in queue]), np.stack([g[2] for g in queue])
-        )
+        sig = singular_values_from_grams(np.stack([g[1] for g in queue]), np.stack([g[2] for g in queue]))
         for (layer, *_), s in zip(queue, sig, strict=True):
             if s[0] > 0 and s[-1] ** 2 < TAIL_RATIO * s[0] ** 2:
                 s = _qr_spectrum(adapter, layer)  # the tail matters: redo it exactly

@@ -41,9 +41,7 @@ class RankPolicy:
     default: float | None = None
     bounds: tuple[float, float] | None = None
 
-    def __call__(
-        self, s: np.ndarray, t: float | None = None, *, shape: tuple[int, int] | None = None
-    ) -> int:
+    def __call__(self, s: np.ndarray, t: float | None = None, *, shape: tuple[int, int] | None = None) -> int:
         """Suggested rank in [1, r] for a non-zero spectrum; 0 for an all-zero one."""
         s = np.asarray(s, dtype=np.float64)
         if s.size == 0 or not np.any(s > 0):
@@ -82,8 +80,7 @@ def get_policy(spec: str) -> tuple[RankPolicy, float | None]:
     name = {"energy_rank": "energy", "oht_rank": "oht"}.get(name, name)
     if name not in _REGISTRY:
         raise UsageError(
-            f"unknown rank policy {spec!r}; choose from: "
-            + ", ".join(p.spec() for p in _REGISTRY.values())
+            f"unknown rank policy {spec!r}; choose from: " + ", ".join(p.spec() for p in _REGISTRY.values())
         )
     policy = _REGISTRY[name]
     if not raw:
@@ -96,15 +93,11 @@ def get_policy(spec: str) -> tuple[RankPolicy, float | None]:
         raise UsageError(f"rank policy parameter in {spec!r} is not a number") from e
     lo, hi = policy.bounds or (-math.inf, math.inf)
     if not (lo <= t <= hi) or not math.isfinite(t):
-        raise UsageError(
-            f"rank policy {name!r} needs {policy.param} in [{lo:g}, {hi:g}], got {t:g}"
-        )
+        raise UsageError(f"rank policy {name!r} needs {policy.param} in [{lo:g}, {hi:g}], got {t:g}")
     return policy, t
 
 
-def suggest_rank(
-    s: np.ndarray, spec: str = "energy@0.9", *, shape: tuple[int, int] | None = None
-) -> int:
+def suggest_rank(s: np.ndarray, spec: str = "energy@0.9", *, shape: tuple[int, int] | None = None) -> int:
     """Suggested rank for one spectrum under the policy ``spec``."""
     policy, t = get_policy(spec)
     return policy(s, t, shape=shape)
