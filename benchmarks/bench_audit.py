@@ -31,7 +31,15 @@ Method
    stdout goes to /dev/null. Wall time is measured with ``time.perf_counter`` from just
    before ``Popen`` to the return of ``os.wait4`` on that child; peak RSS is the child's
    own ``ru_maxrss`` from ``os.wait4`` (KiB on Linux), so it is exactly that process
-   (it would include children it waited for; none of the contenders spawns any).
+   (it would include children it waited for; none of the contenders spawns any). The
+   child's user+system CPU time (also from ``wait4``) is recorded too: CPU time well
+   above wall time means several threads; wall time well above CPU time means the child
+   waited (for the disk, or for cores other processes held).
+
+   BLAS thread pools are left as the environment sets them, unless ``--blas-threads N``
+   sets ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/``MKL_NUM_THREADS`` for every child.
+   This matters: the r×r Gram products are small, and a multi-threaded OpenBLAS on a
+   machine whose cores are busy with other work can be many times slower than one thread.
 
 3. *Schedule.* One untimed warm-up run per (adapter, contender) puts the files in the
    page cache, compiles ``.pyc`` files and checks that the output is what we expect
@@ -51,7 +59,9 @@ Results go to ``benchmarks/results/audit.json`` and ``benchmarks/results/audit.m
 Usage::
 
     python benchmarks/bench_audit.py [--repeat 3] [--only r16|r64] [--skip-011]
-        [--v011 PATH] [--workdir DIR]
+        [--v011 PATH] [--workdir DIR] [--blas-threads N] [--gradience EXE] [--results DIR]
+
+Exit status 0 when no target FAILs (SKIP is fine), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -78,6 +88,8 @@ DEFAULT_WORKDIR = HERE / ".work"
 RESULTS_DIR = HERE / "results"
 YARDSTICK = HERE / "yardstick.py"
 SYSTEM_V011 = Path("/tmp/v011")
+#: Environment variables that size the BLAS/OpenMP thread pools of the children.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 BASE_MODEL = "meta-llama/Llama-2-7b-hf"
 N_LAYERS = 32
@@ -255,6 +267,7 @@ class Contender:
 @dataclass
 class Run:
     wall_s: float
+    cpu_s: float  # user + system time of the child
     maxrss_kib: int
 
 
@@ -270,16 +283,20 @@ class Cell:
         return statistics.median(r.wall_s for r in self.runs)
 
     @property
+    def median_cpu_s(self) -> float:
+        return statistics.median(r.cpu_s for r in self.runs)
+
+    @property
     def peak_rss_mib(self) -> float:
         return max(r.maxrss_kib for r in self.runs) / 1024
 
 
-def run_once(argv: list[str], capture_stdout: bool = False) -> tuple[Run, bytes]:
+def run_once(argv: list[str], env: dict[str, str], capture_stdout: bool = False) -> tuple[Run, bytes]:
     """Run ``argv`` to completion; wall time and the child's own peak RSS via ``os.wait4``."""
     with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         stdout = out if capture_stdout else subprocess.DEVNULL
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         rc = os.waitstatus_to_exitcode(status)
@@ -289,7 +306,8 @@ def run_once(argv: list[str], capture_stdout: bool = False) -> tuple[Run, bytes]
             tail = err.read()[-4000:].decode(errors="replace")
             raise SystemExit(f"command failed with exit code {rc}: {' '.join(argv)}\n{tail}")
         out.seek(0)
-        return Run(wall, int(usage.ru_maxrss)), out.read() if capture_stdout else b""
+        run = Run(wall, usage.ru_utime + usage.ru_stime, int(usage.ru_maxrss))
+        return run, out.read() if capture_stdout else b""
 
 
 def check_output(contender: Contender, stdout: bytes) -> str:
@@ -299,11 +317,16 @@ def check_output(contender: Contender, stdout: bytes) -> str:
         if not text.startswith(f"{N_PAIRS} pairs"):
             raise SystemExit(f"yardstick saw the wrong number of pairs: {text!r}")
         return text
-    data = json.loads(stdout)
+    text = stdout.decode()
+    if not text.lstrip().startswith("{"):  # 0.11 prints progress lines on stdout first
+        text = text[text.index("\n{") + 1 :]
+    data = json.loads(text)
     n = _count_layers(data)
     if n is not None and n != N_PAIRS:
         raise SystemExit(f"{contender.name} reported {n} layers, expected {N_PAIRS}")
-    return f"valid JSON, {n if n is not None else '?'} layers"
+    srm = data.get("stable_rank_mean") if isinstance(data, dict) else None
+    srm_text = f", stable_rank_mean {srm:.6f}" if isinstance(srm, float) else ""
+    return f"valid JSON, {n if n is not None else '?'} layers{srm_text}"
 
 
 def _count_layers(data: Any) -> int | None:
@@ -327,7 +350,7 @@ def _count_layers(data: Any) -> int | None:
 # --------------------------------------------------------------------------- reporting
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(env: dict[str, str]) -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -344,20 +367,22 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "thread_env": {
-            k: os.environ[k]
-            for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-            if k in os.environ
-        },
+        "thread_env": {k: env[k] for k in THREAD_VARS if k in env},
     }
 
 
-def tool_version(exe: str) -> str:
+def package_versions(python: str) -> str:
+    """``gradience x, numpy y`` as installed for the interpreter ``python``."""
+    code = (
+        "import importlib.metadata as m, sys\n"
+        "print(', '.join(f'{p} {m.version(p)}' for p in ('gradience', 'numpy')), end='')\n"
+        "print(f', python {sys.version.split()[0]}')"
+    )
     try:
-        res = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+        res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return (res.stdout or res.stderr).strip().splitlines()[0] if res.returncode == 0 else "unknown"
+    return res.stdout.strip() if res.returncode == 0 else "unknown"
 
 
 def evaluate(cells: dict[tuple[str, str], Cell]) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
@@ -418,9 +443,9 @@ def render_markdown(
     meta: dict[str, Any],
 ) -> str:
     lines = [
-        "| adapter | contender | median wall s | runs (s) | peak RSS MiB | gradience / yardstick | "
-        "0.11 / gradience |",
-        "|---|---|---:|---|---:|---:|---:|",
+        "| adapter | contender | median wall s | runs (s) | median CPU s | peak RSS MiB | "
+        "gradience / yardstick | 0.11 / gradience |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for cell in cells.values():
         r = ratios.get(cell.variant, {})
@@ -429,7 +454,7 @@ def render_markdown(
         vs_o = f"{r['v011_over_gradience']:.2f}×" if is_g and "v011_over_gradience" in r else ""
         runs = ", ".join(f"{x.wall_s:.2f}" for x in cell.runs)
         lines.append(
-            f"| {cell.variant} | {cell.contender} | {cell.median_s:.3f} | {runs} | "
+            f"| {cell.variant} | {cell.contender} | {cell.median_s:.3f} | {runs} | {cell.median_cpu_s:.2f} | "
             f"{cell.peak_rss_mib:.0f} | {vs_y} | {vs_o} |"
         )
     lines += ["", "Targets:", ""]
@@ -441,7 +466,7 @@ def render_markdown(
         "",
         f"Machine: {m['cpu_model']}, nproc {m['nproc']} (affinity {m['affinity']}), "
         f"{m['mem_total_gib']} GiB RAM, Linux {m['kernel']}; Python {m['python']}, numpy {m['numpy']}"
-        + (f"; {m['thread_env']}" if m["thread_env"] else "")
+        + f"; child thread env: {m['thread_env'] or 'inherited defaults'}"
         + ".",
         f"Versions: {'; '.join(f'{k}: {v}' for k, v in meta['versions'].items())}.",
         f"Date: {meta['date']}. {meta['repeat']} timed rounds (round-robin, rotating order) after one "
@@ -474,6 +499,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=str(Path(sys.executable).parent / "gradience"),
         help="the gradience executable under test (default: next to this Python)",
     )
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help=f"set {', '.join(THREAD_VARS)} to N in every child (default: leave the environment alone)",
+    )
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="where audit.json/audit.md go")
     args = p.parse_args(argv)
     if args.repeat < 1:
@@ -485,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if args.blas_threads is not None:
+        env.update({k: str(args.blas_threads) for k in THREAD_VARS})
     variants = [VARIANTS[args.only]] if args.only else list(VARIANTS.values())
     adapters = {v.name: ensure_adapter(workdir, v) for v in variants}
 
@@ -492,14 +526,17 @@ def main(argv: list[str] | None = None) -> int:
         Contender("gradience", (args.gradience, "audit"), None, "audit"),
         Contender("yardstick", (sys.executable, str(YARDSTICK)), None, "yardstick"),
     ]
-    versions = {"gradience": tool_version(args.gradience)}
+    versions = {
+        "gradience": package_versions(str(Path(args.gradience).parent / "python")),
+        "yardstick": f"numpy {np.__version__}",
+    }
     if not args.skip_011:
         v011_dir = args.v011
         if v011_dir is None:
             v011_dir = SYSTEM_V011 if (SYSTEM_V011 / "bin" / "gradience").exists() else workdir / "venv-011"
         exe = ensure_v011(v011_dir.resolve())
         contenders.append(Contender("gradience-0.11", (str(exe), "audit"), "--peft-dir", "audit"))
-        versions["gradience-0.11"] = str(exe)
+        versions["gradience-0.11"] = f"{package_versions(str(exe.parent / 'python'))} ({exe})"
 
     cells: dict[tuple[str, str], Cell] = {}
     for v in variants:
@@ -511,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     loadavg_before = [round(x, 2) for x in os.getloadavg()]
     print(f"warm-up ({len(keys)} runs) ...", file=sys.stderr, flush=True)
     for key in keys:
-        run, out = run_once(cells[key].argv, capture_stdout=True)
+        run, out = run_once(cells[key].argv, env, capture_stdout=True)
         desc = check_output(by_name[key[1]], out)
         print(f"  {key[0]:9} {key[1]:15} {run.wall_s:7.2f} s  {desc}", file=sys.stderr, flush=True)
 
@@ -520,10 +557,11 @@ def main(argv: list[str] | None = None) -> int:
         order = keys[shift:] + keys[:shift]
         print(f"round {i + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
         for key in order:
-            run, _ = run_once(cells[key].argv)
+            run, _ = run_once(cells[key].argv, env)
             cells[key].runs.append(run)
             print(
-                f"  {key[0]:9} {key[1]:15} {run.wall_s:7.2f} s  {run.maxrss_kib / 1024:7.0f} MiB",
+                f"  {key[0]:9} {key[1]:15} {run.wall_s:7.2f} s  cpu {run.cpu_s:6.2f} s  "
+                f"{run.maxrss_kib / 1024:5.0f} MiB",
                 file=sys.stderr,
                 flush=True,
             )
@@ -532,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios, targets = evaluate(cells)
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(env),
         "versions": versions,
         "repeat": args.repeat,
         "loadavg_before": loadavg_before,
@@ -554,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
                 "contender": c.contender,
                 "argv": c.argv,
                 "median_wall_s": c.median_s,
+                "median_cpu_s": c.median_cpu_s,
                 "peak_rss_mib": c.peak_rss_mib,
                 "runs": [asdict(r) for r in c.runs],
             }

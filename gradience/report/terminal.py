@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 __all__ = ["render_audit", "render_compress"]
+
+
+def _console() -> Console:
+    # Piped output is read by people in logs and editors: do not fold names at 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _f(x: float | None, digits: int = 2) -> str:
@@ -19,7 +25,7 @@ def _i(x: int | None) -> str:
 
 
 def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_layer: bool = False) -> None:
-    con = Console(highlight=False)
+    con = _console()
     a = d["adapter"]
     dora = " + DoRA" if a["dora"] else ""
     con.print(
@@ -106,7 +112,7 @@ def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_laye
 
 
 def render_compress(d: dict[str, Any]) -> None:
-    con = Console(highlight=False)
+    con = _console()
     t = Table(title=f"compressed → {d['out_dir']}", title_justify="left")
     for col in ("layer", "r → k", "retained energy", "relative error"):
         t.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
