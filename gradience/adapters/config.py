@@ -139,7 +139,8 @@ def _is_number(x: Any) -> bool:
 
 
 def _pattern(data: dict, name: str, path, *, positive_int: bool) -> dict[str, Any]:
-    value = data.get(name) or {}
+    value = data.get(name)
+    value = {} if value is None else value
     if not isinstance(value, dict):
         raise ConfigError(f"'{name}' must be an object mapping module patterns to values", path=path)
     for key, v in value.items():
@@ -157,12 +158,9 @@ def exact_pattern(pattern: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """A ``rank_pattern`` / ``alpha_pattern`` keyed by module names that PEFT applies to
     exactly those modules: a name is kept readable unless PEFT's regex matching would also
     apply it to another of ``names``, in which case it is escaped."""
-    by_leaf: dict[str, list[str]] = {}
-    for n in names:
-        by_leaf.setdefault(n.rsplit(".", 1)[-1], []).append(n)
     out = {}
     for key, k in pattern.items():
-        same_leaf = by_leaf.get(key.rsplit(".", 1)[-1], [])
-        hits = [n for n in same_leaf if match_pattern_key([key], n) is not None]
+        leaf = key.rsplit(".", 1)[-1]  # a regex match must end with the key's last segment
+        hits = [n for n in names if n.endswith(leaf) and match_pattern_key([key], n) is not None]
         out[key if hits == [key] else re.escape(key)] = k
     return out

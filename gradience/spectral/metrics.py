@@ -30,14 +30,20 @@ def energy(s: np.ndarray) -> float:
 def stable_rank(s: np.ndarray) -> float:
     """E / σ₁², in [1, r]; 0 for an all-zero update (no absolute floor, so tiny updates
     keep their true stable rank)."""
-    if s.size == 0 or s[0] == 0:
-        return 0.0
-    return float(np.dot(s / s[0], s / s[0]))
+    u = _unit(s)
+    return float(np.dot(u, u))
+
+
+def _unit(s: np.ndarray) -> np.ndarray:
+    """σ/σ₁: ratios are what the rank metrics depend on, and σ² of a tiny but real update
+    (σ ~ 1e-170) would otherwise underflow to an "untrained" zero."""
+    top = float(np.max(s)) if s.size else 0.0
+    return s.astype(np.float64) / top if top > 0 else np.zeros_like(s, dtype=np.float64)
 
 
 def energy_rank(s: np.ndarray, t: float) -> int:
     """Smallest k with Σ_{i≤k} σᵢ² ≥ t·E; 0 for an all-zero update."""
-    e = np.cumsum(s.astype(np.float64) ** 2)
+    e = np.cumsum(_unit(s) ** 2)
     if e.size == 0 or e[-1] == 0:
         return 0
     return int(np.searchsorted(e, t * e[-1] * (1 - ENERGY_TOLERANCE), side="left")) + 1
@@ -56,5 +62,6 @@ def effective_rank(s: np.ndarray) -> float:
 
 def effective_rank_energy(s: np.ndarray) -> float:
     """Effective rank with p = σ²/Σσ² (the energy convention); ≤ the σ convention."""
-    e = energy(s)
-    return 0.0 if e == 0 else _entropy_exp(s * s / e)
+    u = _unit(s)
+    e = energy(u)
+    return 0.0 if e == 0 else _entropy_exp(u * u / e)

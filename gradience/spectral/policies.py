@@ -46,6 +46,7 @@ class RankPolicy:
         s = np.asarray(s, dtype=np.float64)
         if s.size == 0 or not np.any(s > 0):
             return 0
+        s = s / s.max()  # every rule is scale-free; this keeps σ² of tiny updates from underflowing
         t = self.default if t is None else t
         return int(min(max(self.rule(s, t, shape), 1), s.size))
 
