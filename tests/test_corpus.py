@@ -93,3 +93,33 @@ def test_agrees_with_gradience_0_11_where_it_is_correct(corpus_dir, name):
 def test_bf16_file_is_decoded_without_torch(corpus_dir):
     data = gradience.audit(corpus_dir / "lab08").to_dict()
     assert data["adapter"]["dtypes"] == ["BF16"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_compress_rank_2_is_the_optimal_truncation_of_every_layer(corpus_dir, tmp_path, name):
+    import subprocess
+    import sys
+
+    p = subprocess.run(
+        [sys.executable, "-m", "gradience", "compress", str(corpus_dir / name), "--out", str(tmp_path / "o"),
+         "--rank", "2", "--json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    cfg_in = json.loads((corpus_dir / name / "adapter_config.json").read_text())
+    cfg_out = json.loads((tmp_path / "o" / "adapter_config.json").read_text())
+    assert cfg_out["r"] == 2 and not cfg_out["rank_pattern"]
+    before, after = _tensors(corpus_dir / name), _tensors(tmp_path / "o")
+    for key in (k for k in before if ".lora_A." in k):
+        bkey = key.replace(".lora_A.", ".lora_B.")
+        a, b = before[key], before[bkey]
+        r = a.shape[0]
+        dense = cfg_in["lora_alpha"] / r * b.astype(np.float64) @ a.astype(np.float64)
+        u, s, vt = np.linalg.svd(dense, full_matrices=False)
+        best = (u[:, :2] * s[:2]) @ vt[:2]
+        got = cfg_out["lora_alpha"] / 2 * after[bkey].astype(np.float64) @ after[key].astype(np.float64)
+        # the output keeps the input dtype: allow its rounding, nothing more
+        eps = 1e-2 if after[key].dtype != np.float32 or "lab08" in name else 1e-5
+        assert np.linalg.norm(got - best) <= eps * np.linalg.norm(best), key
+    for key in (k for k in before if "lora_" not in k):  # non-LoRA tensors copied bit for bit
+        np.testing.assert_array_equal(before[key], after[key])
