@@ -36,10 +36,13 @@ Method
    above wall time means several threads; wall time well above CPU time means the child
    waited (for the disk, or for cores other processes held).
 
-   BLAS thread pools are left as the environment sets them, unless ``--blas-threads N``
-   sets ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/``MKL_NUM_THREADS`` for every child.
-   This matters: the r×r Gram products are small, and a multi-threaded OpenBLAS on a
-   machine whose cores are busy with other work can be many times slower than one thread.
+   BLAS/OpenMP thread pools: by default every child gets ``OMP_NUM_THREADS``,
+   ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` set to 1 (``--blas-threads N`` for N,
+   ``--blas-threads 0`` to leave the environment alone). The r×r Gram products are far too
+   small to gain from threads, and a multi-threaded OpenBLAS whose cores are partly taken
+   by other processes busy-waits: on a shared 2-vCPU machine a [64, 4096] Gram took
+   0.75 ms with one thread and 2.5-370 ms with two, depending on the neighbours. Pinning
+   to one thread removes that noise for all contenders alike (0.11's torch included).
 
 3. *Schedule.* One untimed warm-up run per (adapter, contender) puts the files in the
    page cache, compiles ``.pyc`` files and checks that the output is what we expect
@@ -502,13 +505,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--blas-threads",
         type=int,
-        default=None,
-        help=f"set {', '.join(THREAD_VARS)} to N in every child (default: leave the environment alone)",
+        default=1,
+        help=f"set {', '.join(THREAD_VARS)} to N in every child; 0 leaves the environment alone (default 1)",
     )
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="where audit.json/audit.md go")
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be ≥ 1")
+    if args.blas_threads < 0:
+        p.error("--blas-threads must be ≥ 0")
     return args
 
 
@@ -517,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    if args.blas_threads is not None:
+    if args.blas_threads > 0:
         env.update({k: str(args.blas_threads) for k in THREAD_VARS})
     variants = [VARIANTS[args.only]] if args.only else list(VARIANTS.values())
     adapters = {v.name: ensure_adapter(workdir, v) for v in variants}
@@ -573,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(env),
         "versions": versions,
         "repeat": args.repeat,
+        "blas_threads": args.blas_threads or "inherited",
         "loadavg_before": loadavg_before,
         "loadavg_after": loadavg_after,
     }

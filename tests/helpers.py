@@ -47,7 +47,9 @@ def write_adapter(
     return folder
 
 
-def planted(rng: np.random.Generator, out: int, inp: int, r: int, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def planted(
+    rng: np.random.Generator, out: int, inp: int, r: int, sigmas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Factors A [r, in], B [out, r] whose product has exactly the singular values ``sigmas``
     (padded with zeros to r)."""
     s = np.zeros(r)

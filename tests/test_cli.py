@@ -126,7 +126,9 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         f = folder(f"type-{kind}")
         (f / "adapter_config.json").write_text(json.dumps({"peft_type": kind, "r": 4}))
         cases[f"unsupported {kind}"] = (["audit", str(f)], "unsupported adapter type")
-    f = write_adapter(tmp / "mismatch", {"m.q_proj": (rng.standard_normal((4, 8)), rng.standard_normal((8, 3)))})
+    f = write_adapter(
+        tmp / "mismatch", {"m.q_proj": (rng.standard_normal((4, 8)), rng.standard_normal((8, 3)))}
+    )
     cases["A/B mismatch"] = (["audit", str(f)], "do not form a low-rank product")
     f = write_adapter(
         tmp / "partner", {}, extra={"base_model.model.m.q_proj.lora_A.weight": np.ones((4, 8), np.float32)}

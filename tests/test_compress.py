@@ -33,7 +33,9 @@ def _dense(folder, name):
         a = f.read(f"{PREFIX}{name}.lora_A.weight").astype(np.float64)
         b = f.read(f"{PREFIX}{name}.lora_B.weight").astype(np.float64)
     r = a.shape[0]
-    alpha = cfg["alpha_pattern"].get(name, cfg["alpha_pattern"].get(name.rsplit(".", 1)[-1], cfg["lora_alpha"]))
+    alpha = cfg["alpha_pattern"].get(
+        name, cfg["alpha_pattern"].get(name.rsplit(".", 1)[-1], cfg["lora_alpha"])
+    )
     return alpha / r * b @ a, r
 
 

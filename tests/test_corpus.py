@@ -63,10 +63,8 @@ def test_corpus_adapter_matches_dense_svd_oracle(corpus_dir, name):
     assert sorted(t["name"] for t in data["ignored_tensors"]) == sorted(non_lora)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_agrees_with_gradience_0_11_where_it_is_correct(corpus_dir, name):
-    recorded = json.loads((RECORDED / f"corpus-{name}.json").read_text())
-    ours = gradience.audit(corpus_dir / name).to_dict(layers=True)
+def _compare_with_011(recorded: dict, folder: Path) -> None:
+    ours = gradience.audit(folder).to_dict(layers=True)
     by_name = {r["name"]: r for r in ours["layer_data"]["layer_rows"]}
     for old in recorded["layer_rows"]:
         # 0.11 keys rows by the raw tensor prefix; ours by PEFT module name
@@ -81,13 +79,30 @@ def test_agrees_with_gradience_0_11_where_it_is_correct(corpus_dir, name):
         "energy_rank_90_p50", "energy_rank_90_p90",
     ):  # fmt: skip
         assert ours[key] == pytest.approx(recorded[key], rel=1e-5), key
-    # 0.11 capped the global suggestion at 32; below the cap the rounding rule is the same
-    if recorded["suggested_r_global_90"] < 32:
+    if ours["n_untrained"] == ours["n_layers"]:
+        # 0.11 suggested r=1 for an adapter that was never trained; that was a defect
+        assert recorded["suggested_r_global_median"] == 1
+        assert ours["suggested_r_global_median"] is None and ours["flags"] == ["untrained"]
+    elif recorded["suggested_r_global_90"] < 32:
+        # 0.11 capped the global suggestion at 32; below the cap the rounding rule is the same
         assert ours["suggested_r_global_90"] == recorded["suggested_r_global_90"]
         assert ours["suggested_r_global_median"] == recorded["suggested_r_global_median"]
     for t, old in recorded["by_type"].items():
         assert ours["by_type"][t]["n_layers"] == old["n_layers"]
         assert ours["by_type"][t]["utilization_mean"] == pytest.approx(old["utilization_mean"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_agrees_with_gradience_0_11_on_the_corpus(corpus_dir, name):
+    _compare_with_011(json.loads((RECORDED / f"corpus-{name}.json").read_text()), corpus_dir / name)
+
+
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if (p / "adapter_config.json").exists())
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_agrees_with_gradience_0_11_on_the_examples(name):
+    _compare_with_011(json.loads((RECORDED / f"examples-{name}.json").read_text()), ROOT / "examples" / name)
 
 
 def test_bf16_file_is_decoded_without_torch(corpus_dir):

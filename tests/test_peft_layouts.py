@@ -115,12 +115,16 @@ def test_rank_suggestions_drop_into_loraconfig(tmp_path):
     model = peft.get_peft_model(
         Tiny(), peft.LoraConfig(r=s["default_r"], rank_pattern=s["rank_pattern"], target_modules=LINEAR)
     )
-    per_layer = {x.name: x.suggested_ranks["energy@0.6"] for x in gradience.audit(folder, policy="energy@0.6").layers}
+    per_layer = {
+        x.name: x.suggested_ranks["energy@0.6"] for x in gradience.audit(folder, policy="energy@0.6").layers
+    }
     for name, k in per_layer.items():
         assert model.base_model.model.get_submodule(name).r["default"] == k
 
 
-@pytest.mark.parametrize("case", ["lora", "patterns", "rslora", "embedding", "conv", "conv1d", "modules_to_save"])
+@pytest.mark.parametrize(
+    "case", ["lora", "patterns", "rslora", "embedding", "conv", "conv1d", "modules_to_save"]
+)
 @pytest.mark.parametrize("mode", ["rank", "per_layer"])
 def test_compressed_adapter_loads_in_peft_and_applies_the_optimal_truncation(tmp_path, case, mode):
     model, folder = _make(tmp_path, case)

@@ -78,7 +78,9 @@ def test_reads_torch_saved_tensors_exactly(tmp_path):
     torch.save(sd, tmp_path / "m.bin")
     with TorchZipFile(tmp_path / "m.bin") as f:
         for k, v in sd.items():
-            np.testing.assert_array_equal(f.read(k), v.detach().float().numpy() if k == "bf16" else v.detach().numpy())
+            np.testing.assert_array_equal(
+                f.read(k), v.detach().float().numpy() if k == "bf16" else v.detach().numpy()
+            )
 
 
 def test_corpus_bin_matches_torch_weights_only_load(corpus_dir):
