@@ -28,7 +28,8 @@ Method
    * ``gradience-0.11``: ``gradience audit --peft-dir DIR --json`` from a venv with the
      0.11.0 release (``--v011``; created with pip if missing; ``--skip-011`` skips it).
 
-   stdout goes to /dev/null. Wall time is measured with ``time.perf_counter`` from just
+   They run in the work dir (so no source checkout in the current directory can shadow
+   an installed package), with stdout to /dev/null. Wall time is measured with ``time.perf_counter`` from just
    before ``Popen`` to the return of ``os.wait4`` on that child; peak RSS is the child's
    own ``ru_maxrss`` from ``os.wait4`` (KiB on Linux), so it is exactly that process
    (it would include children it waited for; none of the contenders spawns any). The
@@ -294,12 +295,14 @@ class Cell:
         return max(r.maxrss_kib for r in self.runs) / 1024
 
 
-def run_once(argv: list[str], env: dict[str, str], capture_stdout: bool = False) -> tuple[Run, bytes]:
+def run_once(
+    argv: list[str], env: dict[str, str], cwd: Path, capture_stdout: bool = False
+) -> tuple[Run, bytes]:
     """Run ``argv`` to completion; wall time and the child's own peak RSS via ``os.wait4``."""
     with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         stdout = out if capture_stdout else subprocess.DEVNULL
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=env)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         rc = os.waitstatus_to_exitcode(status)
@@ -382,7 +385,8 @@ def package_versions(python: str) -> str:
         "print(f', python {sys.version.split()[0]}')"
     )
     try:
-        res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+        # -I: ignore the current directory (a source checkout there would shadow the installed metadata)
+        res = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return res.stdout.strip() if res.returncode == 0 else "unknown"
@@ -553,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     loadavg_before = [round(x, 2) for x in os.getloadavg()]
     print(f"warm-up ({len(keys)} runs) ...", file=sys.stderr, flush=True)
     for key in keys:
-        run, out = run_once(cells[key].argv, env, capture_stdout=True)
+        run, out = run_once(cells[key].argv, env, workdir, capture_stdout=True)
         desc = check_output(by_name[key[1]], out)
         print(f"  {key[0]:9} {key[1]:15} {run.wall_s:7.2f} s  {desc}", file=sys.stderr, flush=True)
 
@@ -562,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         order = keys[shift:] + keys[:shift]
         print(f"round {i + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
         for key in order:
-            run, _ = run_once(cells[key].argv, env)
+            run, _ = run_once(cells[key].argv, env, workdir)
             cells[key].runs.append(run)
             print(
                 f"  {key[0]:9} {key[1]:15} {run.wall_s:7.2f} s  cpu {run.cpu_s:6.2f} s  "

@@ -12,7 +12,7 @@ os.environ["HF_ENDPOINT"] = os.environ.get("GRADIENCE_TEST_HF_ENDPOINT", "http:/
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 import gradience
 from gradience.spectral import metrics as M
-from gradience.spectral.factored import singular_values_from_grams, singular_values_qr, svd_qr
-from gradience.spectral.factored import gram_pair
+from gradience.spectral.factored import gram_pair, singular_values_from_grams, singular_values_qr, svd_qr
 
 SPECTRA = st.sampled_from(
     ["random", "planted", "deficient", "mixed_deficient", "tiny", "zero", "geometric", "duplicate"]
