@@ -72,6 +72,13 @@ class Adapter:
         """One tensor, decoded (BF16 → float32)."""
         return self._file.read(name)
 
+    def read_stored(self, name: str) -> tuple[np.ndarray, str]:
+        """A tensor in its stored encoding: ``(array, dtype)``; BF16 stays uint16 bits."""
+        if isinstance(self._file, SafetensorsFile):
+            return self._file.read_stored(name)
+        arr = self._file.read(name)
+        return arr, "F64" if arr.dtype == np.float64 else "F32" if arr.dtype.kind == "f" else "I64"
+
     def passthrough(self, name: str) -> tuple[str, tuple[int, ...], Callable[[], bytes]]:
         """A tensor as ``(dtype, shape, read_bytes)`` for :func:`write_safetensors`: the
         bytes are copied unchanged and read only when written."""

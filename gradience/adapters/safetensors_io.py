@@ -228,6 +228,15 @@ class SafetensorsFile:
             raise AdapterFormatError(f"tensor {name!r} is cut short (file truncated?)", path=self.path)
         return decode(raw, info)
 
+    def read_stored(self, name: str) -> tuple[np.ndarray, str]:
+        """A tensor as stored (BF16 as raw uint16 bits), for callers that decode in
+        cache-sized pieces; returns ``(array, dtype name)``."""
+        info = self.tensors[name]
+        raw = os.pread(self._fd, info.nbytes, info.start)
+        if len(raw) != info.nbytes:
+            raise AdapterFormatError(f"tensor {name!r} is cut short (file truncated?)", path=self.path)
+        return np.frombuffer(raw, dtype=DTYPES[info.dtype][0]).reshape(info.shape), info.dtype
+
     def read_raw(self, name: str) -> bytes:
         info = self.tensors[name]
         return os.pread(self._fd, info.nbytes, info.start)

@@ -11,6 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+# The audit's matrices are small (r×r cores, thin Grams): BLAS threads buy nothing, and on a
+# busy machine spinning OpenBLAS threads made one audit take tens of seconds instead of
+# under one. Pin them before numpy loads, unless the user chose otherwise.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 from gradience import __version__
 from gradience.errors import GradienceError
 

@@ -16,6 +16,7 @@ import numpy as np
 from gradience.spectral.factored import (
     TAIL_RATIO,
     gram_pair,
+    gram_stored,
     singular_values_from_grams,
     singular_values_qr,
 )
@@ -59,12 +60,12 @@ def layer_spectra(
             out[layer.name] = s
 
     for i, layer in enumerate(adapter.layers):
-        f = adapter.factors(layer)
-        a = f.effective_a()
         if precise:
+            f = adapter.factors(layer)
+            a = f.effective_a()
             out[layer.name] = singular_values_qr(a, f.b) if _finite(a) and _finite(f.b) else None
         else:
-            ga, gb = gram_pair(a, f.b)
+            ga, gb = _grams(adapter, layer)
             if not (np.isfinite(ga).all() and np.isfinite(gb).all()):
                 out[layer.name] = None  # any NaN/Inf in A or B reaches a Gram diagonal
             else:
@@ -77,6 +78,18 @@ def layer_spectra(
     for r in list(pending):
         flush(r)
     return {layer.name: out[layer.name] for layer in adapter.layers}
+
+
+def _grams(adapter: Adapter, layer: LoraLayer) -> tuple[np.ndarray, np.ndarray]:
+    if layer.e_key is not None:  # AdaLoRA: fold diag(E) into A first
+        f = adapter.factors(layer)
+        return gram_pair(f.effective_a(), f.b)
+    a, a_dtype = adapter.read_stored(layer.a_key)
+    b, b_dtype = adapter.read_stored(layer.b_key)
+    return (
+        gram_stored(a.reshape(a.shape[0], -1), a_dtype, rows=True),
+        gram_stored(b.reshape(b.shape[0], -1), b_dtype, rows=False),
+    )
 
 
 def _finite(x: np.ndarray) -> bool:

@@ -2,7 +2,7 @@
 
 Two routes, both O((out+in)·r²):
 
-* **Gram route** (audits): σ² are the eigenvalues of G_A^{1/2} G_B G_A^{1/2} with
+* **Gram route** (audits): σ² are the eigenvalues of Lᵀ G_B L (G_A = L·Lᵀ) with
   G_A = A·Aᵀ and G_B = Bᵀ·B formed in float64. It cannot resolve σ below ~1e-8·σ₁ (the
   Gram squares the condition number), which costs under 1e-16 of the energy — so stable and
   energy ranks are unaffected. Layers whose spectrum reaches below :data:`TAIL_RATIO` are
@@ -22,6 +22,7 @@ __all__ = [
     "TAIL_RATIO",
     "FactoredSVD",
     "gram_pair",
+    "gram_stored",
     "singular_values_from_grams",
     "singular_values_qr",
     "svd_qr",
@@ -39,14 +40,55 @@ def gram_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a64 @ a64.T, b64.T @ b64
 
 
+#: Elements per piece when decoding and accumulating a Gram: small enough that the decoded
+#: float64 piece stays in cache, large enough that each BLAS call is efficient.
+PIECE_ELEMENTS = 32 * 1024
+
+
+def _as_float64(piece: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        piece = (piece.astype(np.uint32) << 16).view(np.float32)
+    return piece.astype(np.float64)
+
+
+def gram_stored(x: np.ndarray, dtype: str, *, rows: bool) -> np.ndarray:
+    """Float64 Gram of a stored 2-D tensor, decoded piece by piece.
+
+    ``rows=True`` gives X·Xᵀ for A [r, in] (pieces are column blocks); ``rows=False`` gives
+    Xᵀ·X for B [out, r] (pieces are row blocks). Decoding a whole tensor to float64 first
+    costs two extra passes over memory; doing it in cache-sized pieces makes the audit as
+    fast as reading the file allows.
+    """
+    r = x.shape[0] if rows else x.shape[1]
+    n = x.shape[1] if rows else x.shape[0]
+    step = max(1, PIECE_ELEMENTS // max(r, 1))
+    if n <= step:
+        x64 = _as_float64(x, dtype)
+        return x64 @ x64.T if rows else x64.T @ x64
+    g = np.zeros((r, r))
+    for i in range(0, n, step):
+        if rows:
+            p = _as_float64(x[:, i : i + step], dtype)
+            g += p @ p.T
+        else:
+            p = _as_float64(x[i : i + step], dtype)
+            g += p.T @ p
+    return g
+
+
 def singular_values_from_grams(ga: np.ndarray, gb: np.ndarray) -> np.ndarray:
     """Singular values of B·A, descending, for a stack of Gram pairs ``[n, r, r]``.
 
-    Works on one pair (``[r, r]``) too. Unscaled: multiply by |s| for ΔW.
+    σ² are the eigenvalues of Lᵀ·G_B·L with G_A = L·Lᵀ (Cholesky); when some G_A in the
+    stack is singular, the symmetric square root G_A^{1/2} takes L's place. Works on one
+    pair (``[r, r]``) too. Unscaled: multiply by |s| for ΔW.
     """
-    w, v = np.linalg.eigh(ga)
-    root = (v * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ np.swapaxes(v, -1, -2)
-    m = root @ gb @ root
+    try:
+        root = np.linalg.cholesky(ga)
+    except np.linalg.LinAlgError:
+        w, v = np.linalg.eigh(ga)
+        root = (v * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ np.swapaxes(v, -1, -2)
+    m = np.swapaxes(root, -1, -2) @ gb @ root
     m = 0.5 * (m + np.swapaxes(m, -1, -2))
     s2 = np.linalg.eigvalsh(m)[..., ::-1]
     return np.sqrt(np.clip(s2, 0.0, None))
