@@ -19,4 +19,4 @@ def test_hub_endpoint_is_local():
     assert os.environ["HF_ENDPOINT"].startswith(("http://127.", "http://localhost"))
     import huggingface_hub.constants as c
 
-    assert c.ENDPOINT == os.environ["HF_ENDPOINT"]
+    assert os.environ["HF_ENDPOINT"] == c.ENDPOINT

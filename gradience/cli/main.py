@@ -17,8 +17,8 @@ from collections.abc import Sequence
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from gradience import __version__
-from gradience.errors import GradienceError
+from gradience import __version__  # noqa: E402  (after the thread pinning above)
+from gradience.errors import GradienceError  # noqa: E402
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 
