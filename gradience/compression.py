@@ -10,10 +10,7 @@ result loads with ``peft.PeftModel.from_pretrained``.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +20,12 @@ import numpy as np
 
 from gradience.adapters.config import exact_pattern
 from gradience.adapters.load import CONFIG_NAME, Adapter, load_adapter
-from gradience.adapters.safetensors_io import float32_to_bf16_bits, write_safetensors
+from gradience.adapters.write import OUT_DTYPES, encode, lora_factors, most_common_rank, write_peft_adapter
 from gradience.auditor import audit
 from gradience.errors import AdapterFormatError, UnsupportedAdapterError, UsageError
 from gradience.spectral.factored import svd_qr
 
 __all__ = ["CompressResult", "LayerCompression", "compress"]
-
-_OUT_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64}
 
 
 @dataclass(frozen=True)
@@ -110,8 +105,8 @@ def compress(
         raise UsageError("choose exactly one of --rank K, --policy P or --per-layer")
     if rank is not None and (not isinstance(rank, int) or rank < 1):
         raise UsageError(f"--rank must be a positive integer, got {rank!r}")
-    if dtype is not None and dtype.upper() not in _OUT_DTYPES:
-        raise UsageError(f"unknown --dtype {dtype!r}; choose from {', '.join(_OUT_DTYPES)}")
+    if dtype is not None and dtype.upper() not in OUT_DTYPES:
+        raise UsageError(f"unknown --dtype {dtype!r}; choose from {', '.join(OUT_DTYPES)}")
     out = Path(out_dir)
     if (out / CONFIG_NAME).exists() and not overwrite:
         raise UsageError(f"{out} already holds an adapter; pass --overwrite to replace it")
@@ -157,21 +152,18 @@ def _write(adapter: Adapter, out: Path, ranks: dict[str, int], dtype, progress) 
         k = ranks[layer.name]
         svd = svd_qr(f.a, f.b, layer.scale)
         s = svd.s[:k]
-        new_scale = cfg.scale(layer.alpha, k)
-        root = np.zeros_like(s) if new_scale == 0 else np.sqrt(s / abs(new_scale))
-        b_new = svd.u[:, :k] * root * math.copysign(1.0, new_scale)
-        a_new = root[:, None] * svd.vt[:k]
+        a_new, b_new = lora_factors(svd.u[:, :k], s, svd.vt[:k], cfg.scale(layer.alpha, k))
         total = float(np.dot(svd.s, svd.s))
         kept = float(np.dot(s, s)) / total if total > 0 else 1.0
         kept = min(kept, 1.0)
         reports.append(LayerCompression(layer.name, layer.r, k, kept, math.sqrt(max(0.0, 1.0 - kept))))
         out_dtype = (dtype or layer.dtype).upper()
-        if out_dtype not in _OUT_DTYPES:
+        if out_dtype not in OUT_DTYPES:
             out_dtype = "F32"
         a_shape = (k, *layer.a_shape[1:])
         b_shape = (layer.b_shape[0], k, *layer.b_shape[2:])
-        tensors[layer.a_key] = _encode(a_new.reshape(a_shape), out_dtype)
-        tensors[layer.b_key] = _encode(b_new.reshape(b_shape), out_dtype)
+        tensors[layer.a_key] = encode(a_new.reshape(a_shape), out_dtype)
+        tensors[layer.b_key] = encode(b_new.reshape(b_shape), out_dtype)
         if layer.magnitude_key:
             tensors[layer.magnitude_key] = adapter.passthrough(layer.magnitude_key)
         if progress is not None:
@@ -184,26 +176,15 @@ def _write(adapter: Adapter, out: Path, ranks: dict[str, int], dtype, progress) 
     for name in adapter.ignored:
         tensors[name] = adapter.passthrough(name)
     config = _new_config(adapter, ranks)
-    out.mkdir(parents=True, exist_ok=True)
-    write_safetensors(out / "adapter_model.safetensors", tensors, metadata={"format": "pt"})
-    tmp = out / (CONFIG_NAME + ".partial")
-    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / CONFIG_NAME)
+    write_peft_adapter(out, tensors, config)
     before = sum(x.params for x in adapter.layers)
     after = sum(ranks[x.name] * (x.in_features + x.out_features) for x in adapter.layers)
     return CompressResult(out, tuple(reports), config, before, after, tuple(warnings))
 
 
-def _encode(x: np.ndarray, dtype: str) -> np.ndarray | tuple[str, tuple[int, ...], bytes]:
-    if dtype == "BF16":
-        return ("BF16", tuple(x.shape), float32_to_bf16_bits(x.astype(np.float32)).tobytes())
-    return np.ascontiguousarray(x.astype(_OUT_DTYPES[dtype]))
-
-
 def _new_config(adapter: Adapter, ranks: dict[str, int]) -> dict[str, Any]:
     cfg = adapter.config
-    counts = Counter(ranks.values())
-    default_r = max(counts, key=lambda k: (counts[k], k))
+    default_r = most_common_rank(ranks)
     names = [x.name for x in adapter.layers]
     rank_pattern = {x.name: ranks[x.name] for x in adapter.layers if ranks[x.name] != default_r}
     alpha_pattern = {x.name: x.alpha for x in adapter.layers if x.alpha != cfg.lora_alpha}

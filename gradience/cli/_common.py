@@ -16,16 +16,16 @@ PROGRESS_MIN_STEPS = 50
 
 def print_json(data: Any) -> None:
     """Valid JSON on stdout, always: non-finite floats become null."""
-    sys.stdout.write(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
 
 
-def _finite(x: Any) -> Any:
+def finite(x: Any) -> Any:
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
+        return [finite(v) for v in x]
     return x
 
 

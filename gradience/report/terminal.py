@@ -127,3 +127,58 @@ def render_compress(d: dict[str, Any]) -> None:
     )
     for w in d["warnings"]:
         con.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def render_merge_audit(d: dict[str, Any], *, verbose: bool = False) -> None:
+    con = _console()
+    for pair in d["pairs"]:
+        a, b = d["adapters"][pair["a"]]["path"], d["adapters"][pair["b"]]["path"]
+        agg = pair["aggregate"]
+        t = Table(title=f"A = {a}\nB = {b}", title_justify="left")
+        cols = (
+            "layer",
+            "r_a",
+            "r_b",
+            "overlap",
+            "agreement",
+            "σ₁ ratio",
+            "verdict",
+            "strategy",
+            "coefficients",
+        )
+        for col in cols:
+            t.add_column(
+                col, justify="left" if col in ("layer", "verdict", "strategy") else "right", overflow="fold"
+            )
+        recs = {r["layer"]: r for r in pair["recommendations"]}
+        for c in pair["per_layer"]:
+            r = recs[c["layer"]]
+            coef = " / ".join(f"{w:.2f}" for w in r["coefficients"])
+            if r["strategy"] in ("ties", "dare_ties"):
+                coef += f"  density {r['density']:.2f}"
+            t.add_row(c["layer"], str(c["r_a"]), str(c["r_b"]), _f(c["overlap"], 3), _f(c["agreement"], 3),
+                      _f(c["sigma_ratio"]), c["verdict"], r["strategy"], coef)  # fmt: skip
+            if verbose:
+                t.add_row("", "", "", "", "", "", "", "", "; ".join(c["evidence"]), style="dim")
+        con.print(t)
+        con.print(
+            f"[bold]overall: {agg['overall_verdict']}[/bold]  risk {agg['risk_level']}  "
+            f"compatibility {_f(agg['compatibility_score'])}  mean overlap {_f(agg['mean_overlap'], 3)}  "
+            f"mean agreement {_f(agg['mean_agreement'], 3)}"
+        )
+        for w in pair["warnings"]:
+            con.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def render_merge(d: dict[str, Any]) -> None:
+    con = _console()
+    t = Table(title=f"merged → {d['out_dir']}", title_justify="left")
+    for col in ("layer", "strategy", "weights", "density", "rank", "residual"):
+        t.add_column(col, justify="left" if col in ("layer", "strategy") else "right", overflow="fold")
+    for x in d["layers"]:
+        t.add_row(x["name"], x["strategy"], " / ".join(f"{w:.2f}" for w in x["weights"]), f"{x['density']:.2f}",
+                  str(x["rank"]), f"{x['residual']:.2e}")  # fmt: skip
+    con.print(t)
+    con.print(f"r={d['r']}, {len(d['rank_pattern'])} layers in rank_pattern")
+    for w in d["warnings"]:
+        con.print(f"[yellow]warning:[/yellow] {w}")

@@ -1,0 +1,1 @@
+"""Merge audits (will two adapters fight?) and merges of adapter-only repos."""

@@ -1,0 +1,275 @@
+"""``gradience merge``: merge adapter-only repos into a new PEFT adapter, no base model.
+
+Linear merges stay in factor space: Σ wᵢ·sᵢ·Bᵢ·Aᵢ = [w₁s₁B₁ … wₙsₙBₙ]·[A₁; …; Aₙ], re-factored
+by the QR route and truncated to the energy threshold (``energy=1.0`` keeps it exact). TIES
+and DARE act entry by entry: each layer's dense update is built once, merged, and re-factored
+with a randomized truncated SVD whose residual is reported. One layer at a time, so memory
+does not grow with the number of layers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradience.adapters.config import exact_pattern
+from gradience.adapters.layout import LoraLayer
+from gradience.adapters.load import CONFIG_NAME, Adapter, load_adapter
+from gradience.adapters.write import encode, lora_factors, most_common_rank, write_peft_adapter
+from gradience.errors import ConfigError, UnsupportedAdapterError, UsageError
+from gradience.merge.recommend import PLAN_SCHEMA
+from gradience.merge.strategies import get_strategy
+from gradience.spectral.factored import svd_qr
+from gradience.spectral.metrics import energy_rank
+from gradience.spectral.randomized import randomized_svd
+
+__all__ = ["LayerMerge", "MergeResult", "merge"]
+
+
+@dataclass(frozen=True)
+class LayerMerge:
+    """How one layer was merged: strategy, weights, density, output rank, and the relative
+    Frobenius residual of the re-factoring (‖M − M_k‖/‖M‖; 0 up to rounding for exact)."""
+
+    name: str
+    strategy: str
+    weights: tuple[float, ...]
+    density: float
+    rank: int
+    residual: float
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    out_dir: Path
+    layers: tuple[LayerMerge, ...]
+    config: dict[str, Any]
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "gradience.merge/v1",
+            "out_dir": str(self.out_dir),
+            "r": self.config["r"],
+            "rank_pattern": self.config.get("rank_pattern", {}),
+            "layers": [{**vars(x), "weights": list(x.weights)} for x in self.layers],
+            "warnings": list(self.warnings),
+        }
+
+
+def merge(
+    sources: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    plan: str | Path | dict[str, Any] | None = None,
+    strategy: str = "auto",
+    weights: Sequence[float] | None = None,
+    density: float | None = None,
+    energy: float = 0.99,
+    max_rank: int | None = None,
+    seed: int = 0,
+    dtype: str = "F32",
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> MergeResult:
+    """Merge two or more LoRA adapters into one PEFT adapter without the base model.
+
+    Args:
+        plan: a merge plan (path or dict, schema ``gradience.merge_plan/v1``), e.g. from
+            ``gradience merge-audit --plan-out``. Overrides ``strategy``.
+        strategy: ``auto`` (run the merge audit and follow its plan), ``linear``, ``ties``,
+            ``dare_linear`` or ``dare_ties`` for every layer.
+        weights: one weight per adapter (default: equal, summing to 1).
+        density: for TIES/DARE with a fixed strategy (default 0.5).
+        energy: keep the top directions holding this fraction of each merged update's
+            energy (1.0: everything).
+        max_rank: cap on any output layer's rank (default: the sum of the input ranks).
+        seed: seeds DARE's drop masks and the randomized SVD.
+
+    Raises:
+        UsageError: bad weights, energy, plan, or existing output without ``overwrite``.
+        UnsupportedAdapterError: DoRA inputs (their magnitudes cannot be merged here).
+        AdapterFormatError: NaN/Inf in a layer, shapes that differ between adapters.
+    """
+    n = len(sources)
+    if n < 2:
+        raise UsageError("merge needs at least two adapters")
+    if not 0 < energy <= 1:
+        raise UsageError(f"--energy must be in (0, 1], got {energy}")
+    if weights is not None and len(weights) != n:
+        raise UsageError(f"--weights needs {n} values (one per adapter), got {len(weights)}")
+    if max_rank is not None and max_rank < 1:
+        raise UsageError("--max-rank must be at least 1")
+    out = Path(out_dir)
+    if (out / CONFIG_NAME).exists() and not overwrite:
+        raise UsageError(f"{out} already holds an adapter; pass --overwrite to replace it")
+    if plan is None and strategy == "auto":
+        from gradience.merge.pairwise import merge_audit
+
+        plan = merge_audit(list(sources)).plan()
+    elif plan is None:
+        get_strategy(strategy)
+        w = list(weights) if weights is not None else [1.0 / n] * n
+        plan = {"schema": PLAN_SCHEMA, "default": {"strategy": strategy, "weights": w,
+                "density": 0.5 if density is None else density}, "layers": {}}  # fmt: skip
+    plan = _load_plan(plan, n)
+    if weights is not None:  # explicit weights win over the plan's
+        plan["default"]["weights"] = list(weights)
+        for spec in plan["layers"].values():
+            spec["weights"] = list(weights)
+    with ExitStack() as stack:
+        adapters = [stack.enter_context(load_adapter(s)) for s in sources]
+        return _merge(adapters, out, plan, energy, max_rank, seed, dtype, progress)
+
+
+def _load_plan(plan: str | Path | dict[str, Any], n: int) -> dict[str, Any]:
+    if not isinstance(plan, dict):
+        try:
+            plan = json.loads(Path(plan).read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise UsageError(f"merge plan not found: {plan}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"merge plan {plan} is not valid JSON") from e
+    if not isinstance(plan, dict) or plan.get("schema") != PLAN_SCHEMA:
+        raise ConfigError(f"not a merge plan: expected schema {PLAN_SCHEMA!r}")
+    plan = json.loads(json.dumps(plan))  # private copy
+    plan.setdefault("default", {"strategy": "linear", "weights": [1.0 / n] * n, "density": 1.0})
+    plan.setdefault("layers", {})
+    for where, spec in [("default", plan["default"]), *plan["layers"].items()]:
+        get_strategy(spec.get("strategy", "linear"))
+        w = spec.get("weights", [1.0 / n] * n)
+        if not (isinstance(w, list) and len(w) == n and all(isinstance(x, int | float) for x in w)):
+            raise ConfigError(f"merge plan entry {where!r}: 'weights' must list {n} numbers")
+        d = spec.get("density", 1.0)
+        if not (isinstance(d, int | float) and 0 < d <= 1):
+            raise ConfigError(f"merge plan entry {where!r}: 'density' must be in (0, 1]")
+    return plan
+
+
+def _truncated(adapter: Adapter, layer: LoraLayer, k: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A, B, scale) of a layer, optionally truncated to rank k first (compress-first)."""
+    f = adapter.factors(layer)
+    a, b = f.effective_a().astype(np.float64), f.b.astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        from gradience.errors import AdapterFormatError
+
+        raise AdapterFormatError(
+            f"layer {layer.name} has NaN/Inf values; it cannot be merged", path=adapter.path
+        )
+    if k is not None and k < layer.r:
+        svd = svd_qr(a, b, layer.scale)
+        return svd.vt[:k], svd.u[:, :k] * svd.s[:k], 1.0
+    return a, b, layer.scale
+
+
+def _merge(adapters: list[Adapter], out: Path, plan, energy, max_rank, seed, dtype, progress) -> MergeResult:
+    for ad in adapters:
+        if any(x.magnitude_key for x in ad.layers):
+            raise UnsupportedAdapterError(
+                f"{ad.path} is a DoRA adapter: its magnitude vectors cannot be merged in factor space"
+            )
+    warnings: list[str] = []
+    bases = {ad.config.base_model for ad in adapters}
+    if len(bases) > 1:
+        warnings.append(f"the adapters name different base models: {sorted(map(str, bases))}")
+    index = [{x.name: x for x in ad.layers} for ad in adapters]
+    names = list(dict.fromkeys(x.name for ad in adapters for x in ad.layers))
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, Any] = {}
+    ranks: dict[str, int] = {}
+    reports = []
+    pending: list[tuple[str, LoraLayer, np.ndarray, np.ndarray, np.ndarray]] = []
+    for step, name in enumerate(names):
+        present = [i for i in range(len(adapters)) if name in index[i]]
+        layers = [index[i][name] for i in present]
+        shapes = {(x.out_features, x.in_features, x.kind) for x in layers}
+        if len(shapes) > 1:
+            from gradience.errors import AdapterFormatError
+
+            raise AdapterFormatError(f"layer {name} has different shapes across the adapters; cannot merge")
+        spec = plan["layers"].get(name, plan["default"])
+        strategy = get_strategy(spec.get("strategy", "linear"))
+        w_all = spec.get("weights", plan["default"]["weights"])
+        d = float(spec.get("density", 1.0)) if strategy.uses_density else 1.0
+        cf = spec.get("compress_first") or {}
+        parts = [
+            _truncated(adapters[i], index[i][name], cf.get("ab"[i]) if len(adapters) == 2 else None)
+            for i in present
+        ]
+        w = [float(w_all[i]) for i in present]
+        cap = max_rank or sum(a.shape[0] for a, _, _ in parts)
+        cap = min(cap, layers[0].out_features, layers[0].in_features)
+        if not strategy.dense:
+            b_cat = np.hstack([wi * s * b for wi, (_, b, s) in zip(w, parts, strict=True)])
+            a_cat = np.vstack([a for a, _, _ in parts])
+            svd = svd_qr(a_cat, b_cat, 1.0)
+            total = float(np.dot(svd.s, svd.s))
+            k = max(
+                1, min(cap, energy_rank(svd.s, energy) if energy < 1 else int(np.count_nonzero(svd.s > 0)))
+            )
+        else:
+            tasks = [(s * b) @ a for a, b, s in parts]
+            merged = strategy.rule(tasks, w, d, rng)
+            total = float(np.sum(merged * merged))
+            svd = randomized_svd(merged, cap, rng=rng)
+            k = max(
+                1,
+                min(
+                    cap,
+                    energy_rank(np.append(svd.s, math.sqrt(max(0.0, total - float(svd.s @ svd.s)))), energy),
+                ),
+            )
+            k = min(k, svd.s.size)
+        kept = float(np.dot(svd.s[:k], svd.s[:k]))
+        residual = math.sqrt(max(0.0, total - kept) / total) if total > 0 else 0.0
+        layer = layers[0]
+        ranks[name] = k
+        pending.append((name, layer, svd.u[:, :k], svd.s[:k], svd.vt[:k]))
+        reports.append(LayerMerge(name, strategy.name, tuple(w), d, k, residual))
+        if progress is not None:
+            progress(step + 1, len(names))
+    default_r = most_common_rank(ranks)
+    alpha = float(default_r)
+    for name, layer, u, s, vt in pending:
+        k = s.size
+        a_new, b_new = lora_factors(u, s, vt, alpha / k)
+        a_shape = (k, *layer.a_shape[1:])
+        b_shape = (layer.b_shape[0], k, *layer.b_shape[2:])
+        a_key = f"base_model.model.{name}.lora_{'embedding_' if layer.kind == 'embedding' else ''}A"
+        b_key = a_key[:-1] + "B"
+        if layer.kind != "embedding":
+            a_key, b_key = a_key + ".weight", b_key + ".weight"
+        tensors[a_key] = encode(a_new.reshape(a_shape), dtype)
+        tensors[b_key] = encode(b_new.reshape(b_shape), dtype)
+    config = dict(adapters[0].config.raw)
+    if any(ad.config.modules_to_save for ad in adapters):
+        warnings.append(
+            "modules_to_save tensors are not merged; the merged adapter leaves those modules as in the base"
+        )
+    config.update(
+        peft_type="LORA", r=default_r, lora_alpha=alpha, use_rslora=False, use_dora=False,
+        rank_pattern=exact_pattern({n: k for n, k in ranks.items() if k != default_r}, names),
+        alpha_pattern={}, modules_to_save=None,
+        target_modules=sorted({n.rsplit(".", 1)[-1] for n in names}),
+    )  # fmt: skip
+    for key in (
+        "init_r",
+        "target_r",
+        "tinit",
+        "tfinal",
+        "deltaT",
+        "beta1",
+        "beta2",
+        "orth_reg_weight",
+        "total_step",
+    ):
+        config.pop(key, None)
+    write_peft_adapter(out, tensors, config)
+    return MergeResult(out, tuple(reports), config, tuple(warnings))
