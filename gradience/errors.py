@@ -9,7 +9,8 @@ also a builtin, so callers may catch either::
     │   └── UnsafePickleError                      a .bin pickle asked for a forbidden global
     ├── UnsupportedAdapterError (ValueError)       LoHa, LoKr, VeRA, IA3, prompt learning, ...
     ├── ConfigError (ValueError)                   an adapter_config.json that makes no sense
-    └── UsageError (ValueError)                    bad arguments: unknown policy, rank < 1, ...
+    ├── UsageError (ValueError)                    bad arguments: unknown policy, rank < 1, ...
+    └── TelemetryError (ValueError)                training telemetry that cannot be analysed
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "AdapterNotFoundError",
     "ConfigError",
     "GradienceError",
+    "TelemetryError",
     "UnsafePickleError",
     "UnsupportedAdapterError",
     "UsageError",
@@ -65,3 +67,7 @@ class ConfigError(GradienceError, ValueError):
 
 class UsageError(GradienceError, ValueError):
     """An argument is out of range or names something that does not exist."""
+
+
+class TelemetryError(GradienceError, ValueError):
+    """Training telemetry is missing, holds no usable records, or too few runs to analyse."""

@@ -21,6 +21,9 @@ from gradience.spectral.metrics import energy_rank
 
 __all__ = ["LayerComparison", "LayerSpectrum", "compare_layers", "layer_spectrum"]
 
+#: Relative size (to σ₁ of B) below which B's push along A's directions counts as zero.
+NEGLIGIBLE = 1e-6
+
 
 @dataclass(frozen=True)
 class LayerSpectrum:
@@ -153,7 +156,10 @@ def compare_layers(a: LayerSpectrum, b: LayerSpectrum, t: Thresholds) -> LayerCo
     d = np.einsum("ij,j,ji->i", left, b.svd.s, right)
     s_top = a.svd.s[: a.k]
     nd = float(np.linalg.norm(d))
-    agreement = float(np.dot(d, s_top) / (nd * float(np.linalg.norm(s_top)))) if nd > 0 else 0.0
+    # B's projection onto A's directions below float32 round-off of B's own scale is zero,
+    # not a direction: its cosine would be noise of either sign.
+    negligible = nd <= NEGLIGIBLE * sb * math.sqrt(a.k)
+    agreement = 0.0 if negligible else float(np.dot(d, s_top) / (nd * float(np.linalg.norm(s_top))))
     n_conflict = int(np.count_nonzero(d < -0.5 * np.minimum(s_top, sb)))
     sigma_ratio = max(sa, sb) / min(sa, sb)
     frob_ratio = math.sqrt(max(ea, eb) / min(ea, eb))

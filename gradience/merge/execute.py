@@ -181,7 +181,8 @@ def _merge(adapters: list[Adapter], out: Path, plan, energy, max_rank, seed, dty
         warnings.append(f"the adapters name different base models: {sorted(map(str, bases))}")
     index = [{x.name: x for x in ad.layers} for ad in adapters]
     names = list(dict.fromkeys(x.name for ad in adapters for x in ad.layers))
-    rng = np.random.default_rng(seed)
+    mask_rng = np.random.default_rng([seed, 0])  # DARE drop masks, layer after layer
+    svd_rng = np.random.default_rng([seed, 1])  # randomized SVD sketches
     tensors: dict[str, Any] = {}
     ranks: dict[str, int] = {}
     reports = []
@@ -216,9 +217,9 @@ def _merge(adapters: list[Adapter], out: Path, plan, energy, max_rank, seed, dty
             )
         else:
             tasks = [(s * b) @ a for a, b, s in parts]
-            merged = strategy.rule(tasks, w, d, rng)
+            merged = strategy.rule(tasks, w, d, mask_rng)
             total = float(np.sum(merged * merged))
-            svd = randomized_svd(merged, cap, rng=rng)
+            svd = randomized_svd(merged, cap, rng=svd_rng)
             k = max(
                 1,
                 min(

@@ -1,0 +1,218 @@
+"""merge-audit verdicts on constructed cases, degenerate inputs, and merges against oracles."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import PREFIX, write_adapter
+
+from gradience.adapters.safetensors_io import SafetensorsFile
+from gradience.merge.execute import merge
+from gradience.merge.pairwise import merge_audit
+
+OUT, IN, R = 48, 40, 8
+
+
+def _orth(rng, n, k):
+    q, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    return q
+
+
+def _factors(u, s, v):
+    """A [r, in], B [out, r] with B·A = U·diag(s)·Vᵀ."""
+    root = np.sqrt(s)
+    return root[:, None] * v.T, u * root
+
+
+def _pair(tmp_path, kind: str):
+    rng = np.random.default_rng(7)
+    s = np.array([4.0, 3.0, 2.0, 1.5, 1.0, 0.2, 0.1, 0.05])
+    layers_a, layers_b = {}, {}
+    for name in ("m.0.q_proj", "m.0.v_proj", "m.1.q_proj"):
+        u, v = _orth(rng, OUT, R), _orth(rng, IN, R)
+        layers_a[name] = _factors(u, s, v)
+        if kind == "identical":
+            layers_b[name] = _factors(u, s, v)
+        elif kind == "sign_flipped":
+            a, b = _factors(u, s, v)
+            layers_b[name] = (a, -b)
+        elif kind == "orthogonal":
+            q = _orth(rng, OUT, 2 * R)
+            qv = _orth(rng, IN, 2 * R)
+            layers_a[name] = _factors(q[:, :R], s, qv[:, :R])
+            layers_b[name] = _factors(q[:, R:], s, qv[:, R:])
+        elif kind == "imbalanced":  # same output subspace, unrelated inputs, 10× larger
+            q = _orth(rng, IN, 2 * R)
+            layers_a[name] = _factors(u, s, q[:, :R])
+            layers_b[name] = _factors(u, 10 * s, q[:, R:])
+    return (
+        write_adapter(tmp_path / "a", layers_a, alpha=R),
+        write_adapter(tmp_path / "b", layers_b, alpha=R),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "verdict"),
+    [
+        ("identical", "REDUNDANT"),
+        ("sign_flipped", "CONFLICTING"),
+        ("orthogonal", "SAFE"),
+        ("imbalanced", "IMBALANCED"),
+    ],
+)
+def test_constructed_pairs_get_the_expected_verdicts(tmp_path, kind, verdict):
+    d = merge_audit(_pair(tmp_path, kind)).to_dict()
+    assert {c["verdict"] for c in d["per_layer"]} == {verdict}
+    assert d["aggregate"]["overall_verdict"] == verdict
+    recs = d["recommendations"]
+    if verdict == "IMBALANCED":  # B is 10× stronger: A, the weaker, gets the larger weight
+        for r in recs:
+            wa, wb = r["coefficients"]
+            assert wa > wb and wa == pytest.approx(0.9) and wa + wb == pytest.approx(1.0)
+    if verdict == "CONFLICTING":
+        assert all(r["strategy"] == "dare_ties" and r["drop_rate"] == pytest.approx(0.5) for r in recs)
+        assert all(c["n_conflict"] == c["n_principal"] for c in d["per_layer"])
+    if verdict == "REDUNDANT":
+        c = d["per_layer"][0]
+        assert c["overlap"] == pytest.approx(1.0) and c["agreement"] == pytest.approx(1.0)
+        assert all(r["strategy"] == "ties" and r["trim"] == pytest.approx(0.5) for r in recs)
+    if verdict == "SAFE":
+        assert all(c["overlap"] < 1e-6 for c in d["per_layer"])  # float32 factors
+        assert all(r["coefficients"] == [0.5, 0.5] for r in recs)
+
+
+def test_degenerate_inputs_give_valid_json(tmp_path):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((R, IN)), rng.standard_normal((OUT, R))
+    nan_b = b.copy()
+    nan_b[0, 0] = np.nan
+    x = write_adapter(tmp_path / "x", {"m.q_proj": (a, b), "m.k_proj": (a, b), "m.v_proj": (a, b)})
+    y = write_adapter(
+        tmp_path / "y",
+        {"m.q_proj": (a, np.zeros_like(b)), "m.k_proj": (a, nan_b), "m.o_proj": (a[:1], b[:, :1])},
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "gradience", "merge-audit", str(x), str(y), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)  # strict parse: no NaN / Infinity tokens
+    by = {c["layer"]: c for c in d["per_layer"]}
+    assert by["m.q_proj"]["flags"] == ["b_zero"] and by["m.q_proj"]["sigma_ratio"] is None
+    assert by["m.k_proj"]["verdict"] == "INVALID"
+    assert d["compatibility"]["only_in_a"] == ["m.v_proj"] and d["compatibility"]["only_in_b"] == ["m.o_proj"]
+    rec = {r["layer"]: r for r in d["recommendations"]}
+    assert rec["m.q_proj"]["coefficients"] == [1.0, 0.0]
+
+
+def test_rank_one_adapters(tmp_path):
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((1, IN)), rng.standard_normal((OUT, 1))
+    x = write_adapter(tmp_path / "x", {"m.q_proj": (a, b)}, alpha=1)
+    y = write_adapter(tmp_path / "y", {"m.q_proj": (a, -b)}, alpha=1)
+    d = merge_audit([x, y]).to_dict()
+    assert d["per_layer"][0]["verdict"] == "CONFLICTING" and d["per_layer"][0]["k_a"] == 1
+
+
+def _dense(folder, name):
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    with SafetensorsFile(folder / "adapter_model.safetensors") as f:
+        a = f.read(f"{PREFIX}{name}.lora_A.weight").astype(np.float64)
+        b = f.read(f"{PREFIX}{name}.lora_B.weight").astype(np.float64)
+    r = a.shape[0]
+    alpha = cfg["lora_alpha"]
+    for key, value in (cfg.get("alpha_pattern") or {}).items():
+        if name.endswith(key):
+            alpha = value
+    return alpha / r * b @ a
+
+
+def test_linear_merge_is_exact_in_factor_space(tmp_path):
+    x, y = _pair(tmp_path, "imbalanced")
+    res = merge([x, y], tmp_path / "m", strategy="linear", weights=[0.7, 0.3], energy=1.0)
+    for lm in res.layers:
+        want = 0.7 * _dense(x, lm.name) + 0.3 * _dense(y, lm.name)
+        got = _dense(tmp_path / "m", lm.name)
+        assert np.linalg.norm(got - want) <= 1e-6 * np.linalg.norm(want)
+        assert lm.rank == 2 * R and lm.residual < 1e-6
+
+
+def test_merge_strategies_agree_with_peft_merge_utils(monkeypatch):
+    torch = pytest.importorskip("torch")
+    mu = pytest.importorskip("peft.utils.merge_utils")
+    from gradience.merge import strategies as S
+
+    rng = np.random.default_rng(0)
+    tasks = [rng.standard_normal((30, 20)), rng.standard_normal((30, 20))]
+    w = [0.6, 0.4]
+    tt = [torch.from_numpy(t) for t in tasks]
+    wt = torch.tensor(w, dtype=torch.float64)
+    np.testing.assert_allclose(S.ties(tasks, w, 0.3), mu.ties(tt, wt, 0.3).numpy(), atol=1e-12)
+    masks = [rng.random(t.shape) < 0.6 for t in tasks]
+    queue = [torch.from_numpy(m.astype(np.float64)) for m in masks]
+
+    def injected(p):  # peft draws one Bernoulli mask per task, in order
+        return queue.pop(0)
+
+    monkeypatch.setattr(torch, "bernoulli", injected)
+    np.testing.assert_allclose(
+        S.dare_linear(tasks, w, 0.6, masks=masks), mu.dare_linear(tt, wt, 0.6).numpy(), atol=1e-12
+    )
+    queue[:] = [torch.from_numpy(m.astype(np.float64)) for m in masks]
+    np.testing.assert_allclose(
+        S.dare_ties(tasks, w, 0.6, masks=masks), mu.dare_ties(tt, wt, 0.6).numpy(), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("strategy", ["ties", "dare_ties", "dare_linear"])
+def test_dense_strategies_refactor_with_reported_residual(tmp_path, strategy):
+    from gradience.merge.strategies import get_strategy
+
+    x, y = _pair(tmp_path, "orthogonal")
+    res = merge([x, y], tmp_path / "m", strategy=strategy, density=0.7, energy=1.0, max_rank=12, seed=3)
+    masks = np.random.default_rng([3, 0])  # the merge draws DARE masks from this, layer by layer
+    for lm in res.layers:
+        tasks = [_dense(x, lm.name), _dense(y, lm.name)]
+        want = get_strategy(strategy).rule(tasks, [0.5, 0.5], 0.7, masks)
+        s = np.linalg.svd(want, compute_uv=False)
+        got = _dense(tmp_path / "m", lm.name)
+        optimal = np.sqrt(np.sum(s[lm.rank :] ** 2))  # Eckart–Young: the best any rank-k factor can do
+        error = np.linalg.norm(got - want)
+        assert error <= 1.02 * optimal + 1e-6 * np.linalg.norm(want)
+        assert lm.residual == pytest.approx(error / np.linalg.norm(want), rel=1e-3, abs=1e-6)
+
+
+@pytest.mark.peft
+def test_merged_examples_load_in_peft_and_apply_the_weighted_sum(tmp_path):
+    torch = pytest.importorskip("torch")
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    from conftest import EXAMPLES
+
+    a, b = EXAMPLES / "healthy-r8", EXAMPLES / "overprovisioned-r64"
+    p = subprocess.run(
+        [sys.executable, "-m", "gradience", "merge", str(a), str(b), "--out", str(tmp_path / "m"),
+         "--strategy", "linear", "--energy", "1.0", "--json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    cfg = transformers.AutoConfig.from_pretrained(EXAMPLES / "base")
+    deltas = []
+    for folder in (a, b, tmp_path / "m"):
+        torch.manual_seed(0)
+        model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_config(cfg), folder)
+        deltas.append(
+            {
+                n: m.get_delta_weight("default").double()
+                for n, m in model.named_modules()
+                if hasattr(m, "get_delta_weight") and "default" in getattr(m, "lora_A", {})
+            }
+        )
+    for name, merged in deltas[2].items():
+        want = 0.5 * deltas[0][name] + 0.5 * deltas[1][name]
+        assert torch.linalg.norm(merged - want) <= 1e-5 * torch.linalg.norm(want), name
