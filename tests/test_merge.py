@@ -216,3 +216,62 @@ def test_merged_examples_load_in_peft_and_apply_the_weighted_sum(tmp_path):
     for name, merged in deltas[2].items():
         want = 0.5 * deltas[0][name] + 0.5 * deltas[1][name]
         assert torch.linalg.norm(merged - want) <= 1e-5 * torch.linalg.norm(want), name
+
+
+def test_cli_outputs_validate_against_their_schemas_and_plans_round_trip(tmp_path):
+    import jsonschema
+    from conftest import ROOT
+
+    schemas = ROOT / "gradience" / "schemas"
+    audit_schema = json.loads((schemas / "merge_audit.schema.json").read_text())
+    plan_schema = json.loads((schemas / "merge_plan.schema.json").read_text())
+    x, y = _pair(tmp_path, "sign_flipped")
+    z, _ = _pair(tmp_path / "more", "identical")
+    p = subprocess.run(
+        [sys.executable, "-m", "gradience", "merge-audit", "--adapter-a", str(x), "--adapter-b", str(y), "--json",
+         "--plan-out", str(tmp_path / "plan.json"), "--markdown", str(tmp_path / "r.md")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    jsonschema.validate(json.loads(p.stdout), audit_schema)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    jsonschema.validate(plan, plan_schema)
+    assert "| Layer | Strategy | Coefficients | Trim | Notes |" in (tmp_path / "r.md").read_text()
+    three = subprocess.run(
+        [sys.executable, "-m", "gradience", "merge-audit", str(x), str(y), str(z), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    d3 = json.loads(three.stdout)
+    jsonschema.validate(d3, audit_schema)
+    assert [(p["a"], p["b"]) for p in d3["pairs"]] == [(0, 1), (0, 2), (1, 2)]
+    res = merge([x, y], tmp_path / "m", plan=tmp_path / "plan.json")
+    assert {lm.strategy for lm in res.layers} == {"dare_ties"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["merge-audit", "ONLY"], "at least two adapters"),
+        (["merge-audit", "A", "B", "--energy-threshold", "2"], "--energy-threshold must be in"),
+        (["merge", "A", "B", "--out", "O", "--weights", "1,x"], "comma-separated numbers"),
+        (["merge", "A", "B", "--out", "O", "--weights", "1,2,3", "--strategy", "linear"], "needs 2 values"),
+        (["merge", "A", "B", "--out", "O", "--strategy", "magic"], "unknown merge strategy"),
+        (["merge", "A", "B", "--out", "O", "--plan", "PLAN"], "not a merge plan"),
+    ],
+)
+def test_merge_usage_errors_are_one_line_exit_2(tmp_path, argv, needle):
+    x, y = _pair(tmp_path, "identical")
+    (tmp_path / "plan.json").write_text('{"schema": "something/else"}')
+    subs = {
+        "A": str(x),
+        "B": str(y),
+        "ONLY": str(x),
+        "O": str(tmp_path / "o"),
+        "PLAN": str(tmp_path / "plan.json"),
+    }
+    p = subprocess.run(
+        [sys.executable, "-m", "gradience", *[subs.get(a, a) for a in argv]], capture_output=True, text=True
+    )
+    assert p.returncode == 2, p.stderr
+    assert needle in p.stderr and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
