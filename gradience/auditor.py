@@ -280,6 +280,7 @@ def audit(
     policies: Sequence[str] = (),
     precise: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    **open_options: Any,
 ) -> AdapterAudit:
     """Audit the spectrum of every LoRA layer of an adapter.
 
@@ -289,6 +290,9 @@ def audit(
         policies: further policies to evaluate per layer (``policy_global_suggestions``).
         precise: QR route for every layer (σ to ~1e-15·σ₁) instead of float64 Grams.
         progress: ``progress(done, total)`` callback, called per layer.
+        open_options: for Hub repos — ``subfolder``, ``repo_type``, ``revision``, ``token``,
+            ``max_bytes``, ``max_bin_bytes`` and a download ``progress`` named
+            ``download_progress`` (see :func:`gradience.load_adapter`).
 
     Returns:
         An :class:`AdapterAudit`; ``.to_dict(layers=True)`` is the JSON report.
@@ -307,7 +311,9 @@ def audit(
     specs = _policy_specs(policy, policies)
     if isinstance(source, Adapter):
         return _audit_adapter(source, specs, precise, progress)
-    with load_adapter(source) as adapter:
+    if "download_progress" in open_options:
+        open_options["progress"] = open_options.pop("download_progress")
+    with load_adapter(source, **open_options) as adapter:
         return _audit_adapter(adapter, specs, precise, progress)
 
 
@@ -366,7 +372,7 @@ def _audit_adapter(adapter: Adapter, specs: list[str], precise: bool, progress) 
         for n in adapter.ignored
     )
     return AdapterAudit(
-        source={"path": str(adapter.path)},
+        source=dict(adapter.source),
         adapter=info,
         layers=tuple(layers),
         policy=specs[0],

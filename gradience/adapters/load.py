@@ -56,6 +56,13 @@ class Adapter:
     ignored: list[str]
     warnings: list[str] = field(default_factory=list)
     _file: SafetensorsFile | TorchZipFile | None = field(default=None, repr=False)
+    #: Where the adapter came from: ``{"path"}`` for a folder; repo, commit, bytes
+    #: transferred and timings for a Hub repo.
+    source: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            self.source = {"path": str(self.path)}
 
     @property
     def format(self) -> str:
@@ -115,27 +122,63 @@ class Adapter:
         self.close()
 
 
-def load_adapter(path: str | Path) -> Adapter:
-    """Open a PEFT adapter folder (or its weights file) without reading tensor bytes yet.
+def load_adapter(
+    path: str | Path,
+    *,
+    subfolder: str | None = None,
+    repo_type: str | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    max_bytes: int | None = None,
+    max_bin_bytes: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Adapter:
+    """Open a PEFT adapter — a local folder or a Hub repo — without reading tensor bytes yet.
 
     Args:
         path: a folder with ``adapter_config.json`` and ``adapter_model.safetensors`` (or
-            ``adapter_model.bin``), or the path of either file inside such a folder.
+            ``.bin``), the path of either file, or a Hub reference: ``user/repo``,
+            ``user/repo@revision``, ``hf://user/repo/sub``, or a Hub web URL.
+        subfolder / repo_type / revision: select inside a Hub repo (they override what the
+            reference says).
+        token: Hub token (default: ``HF_TOKEN`` or the saved login).
+        max_bytes / max_bin_bytes: caps on what a Hub audit may download.
+        progress: ``progress(bytes_done, bytes_total)`` for Hub downloads.
 
     Raises:
-        AdapterNotFoundError: the folder, config or weights are missing.
+        AdapterNotFoundError: the folder, config, weights, repo or revision are missing.
         ConfigError, UnsupportedAdapterError, AdapterFormatError: see :mod:`gradience.errors`.
 
     Example:
         >>> with load_adapter("examples/healthy-r8") as adapter:  # doctest: +SKIP
         ...     print(len(adapter.layers))
     """
-    p = Path(path)
+    local = Path(path)
+    if subfolder and local.is_dir():
+        local = local / subfolder
+    if not local.exists():
+        from gradience.hub.refs import looks_like_hub_ref
+
+        if looks_like_hub_ref(str(path)):
+            from gradience.hub.refs import parse_hub_ref
+            from gradience.hub.remote import DEFAULT_MAX_BIN_BYTES, DEFAULT_MAX_BYTES, open_remote_adapter
+
+            ref = parse_hub_ref(str(path), repo_type=repo_type, revision=revision, subfolder=subfolder)
+            return open_remote_adapter(
+                ref,
+                token=token,
+                max_bytes=max_bytes or DEFAULT_MAX_BYTES,
+                max_bin_bytes=max_bin_bytes or DEFAULT_MAX_BIN_BYTES,
+                progress=progress,
+            )
+    return _load_local(local, path)
+
+
+def _load_local(p: Path, path: str | Path) -> Adapter:
     folder = p.parent if p.is_file() else p
     if not folder.exists():
         raise AdapterNotFoundError(
-            f"no such folder: {path} (give a local adapter folder; Hub repos need the Hub "
-            "support described in the docs)",
+            f"no such folder: {path} (give a local adapter folder or a Hub repo id like user/repo)",
             path=None,
         )
     if not folder.is_dir():

@@ -220,26 +220,27 @@ class SafetensorsFile:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read(self, name: str) -> np.ndarray:
-        """Read and decode one tensor; memory use is that tensor's size."""
+    def _pread(self, nbytes: int, offset: int) -> bytes:
+        """The bytes at ``offset``; subclasses read them from elsewhere (a range cache)."""
+        return os.pread(self._fd, nbytes, offset)
+
+    def read_raw(self, name: str) -> bytes:
+        """One tensor's bytes, exactly as stored."""
         info = self.tensors[name]
-        raw = os.pread(self._fd, info.nbytes, info.start)
+        raw = self._pread(info.nbytes, info.start)
         if len(raw) != info.nbytes:
             raise AdapterFormatError(f"tensor {name!r} is cut short (file truncated?)", path=self.path)
-        return decode(raw, info)
+        return raw
+
+    def read(self, name: str) -> np.ndarray:
+        """Read and decode one tensor; memory use is that tensor's size."""
+        return decode(self.read_raw(name), self.tensors[name])
 
     def read_stored(self, name: str) -> tuple[np.ndarray, str]:
         """A tensor as stored (BF16 as raw uint16 bits), for callers that decode in
         cache-sized pieces; returns ``(array, dtype name)``."""
         info = self.tensors[name]
-        raw = os.pread(self._fd, info.nbytes, info.start)
-        if len(raw) != info.nbytes:
-            raise AdapterFormatError(f"tensor {name!r} is cut short (file truncated?)", path=self.path)
-        return np.frombuffer(raw, dtype=DTYPES[info.dtype][0]).reshape(info.shape), info.dtype
-
-    def read_raw(self, name: str) -> bytes:
-        info = self.tensors[name]
-        return os.pread(self._fd, info.nbytes, info.start)
+        return np.frombuffer(self.read_raw(name), dtype=DTYPES[info.dtype][0]).reshape(info.shape), info.dtype
 
 
 def write_safetensors(

@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-#: Show a progress bar only for work at least this long (in layers).
+#: Show a progress bar only for work at least this long (in layers, or bytes).
 PROGRESS_MIN_STEPS = 50
+PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 
 
 def print_json(data: Any) -> None:
@@ -30,8 +31,14 @@ def finite(x: Any) -> Any:
 
 
 @contextmanager
-def progress(label: str, *, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A ``progress(done, total)`` callback drawing a bar on stderr when it is a terminal."""
+def progress(
+    label: str, *, enabled: bool = True, unit: str = "layers"
+) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a bar on stderr when it is a terminal.
+
+    Layer counts below :data:`PROGRESS_MIN_STEPS` and downloads below
+    :data:`PROGRESS_MIN_BYTES` draw nothing: a bar that flashes by is noise.
+    """
     if not (enabled and sys.stderr.isatty()):
         yield lambda done, total: None
         return
@@ -50,7 +57,7 @@ def progress(label: str, *, enabled: bool = True) -> Iterator[Callable[[int, int
 
         def update(done: int, total: int) -> None:
             nonlocal task
-            if total < PROGRESS_MIN_STEPS:
+            if total < (PROGRESS_MIN_BYTES if unit == "bytes" else PROGRESS_MIN_STEPS):
                 return
             if task is None:
                 task = bar.add_task(label, total=total)
@@ -67,3 +74,35 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def add_hub_options(p: argparse.ArgumentParser) -> None:
+    """Options that pick an adapter inside a Hub repo and bound what may be downloaded."""
+    g = p.add_argument_group("Hub repos (PATH may be user/repo[@revision], hf://..., or a Hub URL)")
+    g.add_argument("--subfolder", help="the adapter's folder inside the repo")
+    g.add_argument("--repo-type", dest="repo_type", choices=["model", "dataset"], help="default: model")
+    g.add_argument("--revision", help="branch, tag or commit (default: main)")
+    g.add_argument("--token", help="Hub token (default: HF_TOKEN or your saved login)")
+    g.add_argument(
+        "--max-bytes", dest="max_bytes", type=_size, help="cap on LoRA bytes to fetch (default 2GB)"
+    )
+    g.add_argument("--max-bin-bytes", dest="max_bin_bytes", type=_size,
+                   help="cap on a .bin, which must be downloaded whole (default 512MB)")  # fmt: skip
+
+
+def hub_options(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("subfolder", "repo_type", "revision", "token", "max_bytes", "max_bin_bytes")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    t = text.strip().upper()
+    num = t.rstrip("KMGIB")
+    try:
+        value = float(num) * units[t[len(num) :]]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"expected a size like 500MB or 2GB, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return int(value)

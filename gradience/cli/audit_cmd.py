@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gradience.cli._common import positive_int, print_json, progress
+from gradience.cli._common import add_hub_options, hub_options, positive_int, print_json, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precise", action="store_true",
                    help="QR route for every layer (σ to ~1e-15·σ₁; slower)")  # fmt: skip
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_hub_options(p)
     p.set_defaults(run=run)
 
 
@@ -58,8 +59,14 @@ def run(args: argparse.Namespace) -> int:
     if args.path and args.peft_dir and args.path != args.peft_dir:
         raise UsageError("give the adapter once: PATH or --peft-dir, not both")
     extra = [x for x in args.rank_policies.split(",") if x.strip()]
-    with progress("auditing", enabled=not args.quiet) as bar:
-        result = audit(path, policy=args.policy, policies=extra, precise=args.precise, progress=bar)
+    with (
+        progress("downloading", enabled=not args.quiet, unit="bytes") as dl,
+        progress("auditing", enabled=not args.quiet) as bar,
+    ):
+        result = audit(
+            path, policy=args.policy, policies=extra, precise=args.precise, progress=bar,
+            download_progress=dl, **hub_options(args),
+        )  # fmt: skip
     data = result.to_dict(layers=args.layers, top_k=args.top_sv)
     if args.top_wasteful:
         data["top_wasteful"] = _top_wasteful(result, args.top_wasteful)

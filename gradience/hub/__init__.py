@@ -1,0 +1,1 @@
+"""The only place Gradience talks to the Hub: references, ranged reads, a byte-range cache."""

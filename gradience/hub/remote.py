@@ -1,0 +1,300 @@
+"""Open an adapter that lives on the Hub without downloading it.
+
+Resolve the revision to a commit, read ``adapter_config.json``, read the safetensors header
+with range requests, then fetch only the LoRA tensors' byte ranges, coalesced into few
+requests. Non-LoRA bytes (embeddings, ``modules_to_save`` heads) are never transferred
+unless a caller reads them. Everything is cached by (repo, commit, file, byte range), so
+auditing an unchanged revision again transfers no tensor bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gradience.adapters.config import AdapterConfig
+from gradience.adapters.layout import group_layers
+from gradience.adapters.load import CONFIG_NAME, WEIGHT_NAMES, Adapter
+from gradience.adapters.pickle_io import TorchZipFile
+from gradience.adapters.safetensors_io import MAX_HEADER_BYTES, SafetensorsFile, TensorInfo, parse_header
+from gradience.errors import AdapterNotFoundError, GradienceError, UsageError
+from gradience.hub.errors import translate
+from gradience.hub.refs import HubRef
+from gradience.hub.transfer import Transfer
+
+__all__ = ["DEFAULT_MAX_BIN_BYTES", "DEFAULT_MAX_BYTES", "cache_root", "open_remote_adapter"]
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+DEFAULT_MAX_BIN_BYTES = 512 * 1024**2
+#: First header request size; most adapter headers fit, larger ones take one more request.
+HEADER_PROBE = 64 * 1024
+#: Adjacent LoRA tensors separated by at most this many bytes are fetched in one request.
+MAX_GAP = 4096
+_LORA_PARTS = (
+    ".lora_A",
+    ".lora_B",
+    ".lora_embedding_A",
+    ".lora_embedding_B",
+    ".lora_E",
+    ".lora_magnitude_vector",
+)
+
+
+def cache_root() -> Path:
+    """``$GRADIENCE_CACHE`` or ``~/.cache/gradience``."""
+    return Path(os.environ.get("GRADIENCE_CACHE") or Path.home() / ".cache" / "gradience")
+
+
+class RangeCachedSafetensors(SafetensorsFile):
+    """A remote safetensors file: the header in memory, tensor bytes from cached ranges,
+    anything not cached yet fetched on demand (and cached)."""
+
+    def __init__(self, transfer: Transfer, size: int, header: bytes, folder: Path, name: str) -> None:
+        self.path = Path(name)
+        self._fd = -1
+        self.size = size
+        self.tensors, self.metadata = parse_header(header, size, path=name)
+        self._transfer = transfer
+        self._folder = folder
+        self._chunks: list[tuple[int, int, Path]] = []
+        for p in folder.glob("*.bin"):
+            start, end = (int(x) for x in p.stem.split("-"))
+            self._chunks.append((start, end, p))
+        self._chunks.sort()
+
+    def close(self) -> None:
+        pass
+
+    def ensure(self, infos: list[TensorInfo]) -> None:
+        """Make sure these tensors' bytes are cached, fetching missing ones in coalesced runs."""
+        missing = sorted(
+            (i for i in infos if i.nbytes and not self._find(i.start, i.end)), key=lambda i: i.start
+        )
+        runs: list[list[int]] = []
+        for i in missing:
+            if runs and i.start - runs[-1][1] <= MAX_GAP:
+                runs[-1][1] = max(runs[-1][1], i.end)
+            else:
+                runs.append([i.start, i.end])
+        for start, end in runs:
+            self._fetch(start, end)
+
+    def _fetch(self, start: int, end: int) -> None:
+        dest = self._folder / f"{start}-{end}.bin"
+        self._transfer.fetch_to(start, end, dest)
+        bisect.insort(self._chunks, (start, end, dest))
+
+    def _find(self, start: int, end: int) -> tuple[int, int, Path] | None:
+        i = bisect.bisect_right(self._chunks, (start, float("inf"), Path())) - 1
+        if i >= 0 and self._chunks[i][0] <= start and end <= self._chunks[i][1]:
+            return self._chunks[i]
+        return None
+
+    def _pread(self, nbytes: int, offset: int) -> bytes:
+        chunk = self._find(offset, offset + nbytes)
+        if chunk is None:
+            self._fetch(offset, offset + nbytes)
+            chunk = self._find(offset, offset + nbytes)
+        start, _, path = chunk
+        with open(path, "rb") as f:
+            f.seek(offset - start)
+            return f.read(nbytes)
+
+
+def _with_retries(call: Callable[[], Any], repo_id: str, what: str) -> Any:
+    """Metadata calls: retry 429 (honouring Retry-After) and 5xx a few times, then explain."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    delay = 0.5
+    for attempt in range(5):
+        try:
+            return call()
+        except HfHubHTTPError as e:
+            status = e.response.status_code if getattr(e, "response", None) is not None else 0
+            if (status == 429 or status >= 500) and attempt < 4:
+                retry_after = e.response.headers.get("Retry-After", "")
+                time.sleep(float(retry_after) if retry_after.isdigit() else delay)
+                delay = min(delay * 2, 8.0)
+                continue
+            raise translate(e, repo_id, what) or e from e
+        except Exception as e:
+            translated = translate(e, repo_id, what)
+            if translated is None:
+                raise
+            raise translated from e
+    raise AssertionError("unreachable")
+
+
+def _adapter_folders(files: list[str]) -> list[str]:
+    return sorted(
+        {f.rsplit("/", 1)[0] if "/" in f else "" for f in files if f.rsplit("/", 1)[-1] == CONFIG_NAME}
+    )
+
+
+def open_remote_adapter(
+    ref: HubRef,
+    *,
+    token: str | bool | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bin_bytes: int = DEFAULT_MAX_BIN_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+) -> Adapter:
+    """An :class:`Adapter` backed by a Hub repo; only LoRA tensor bytes are fetched.
+
+    Raises:
+        AdapterNotFoundError: missing repo, revision, adapter folder or weights.
+        HubAccessError: gated or private without access.
+        UsageError: several adapters and no subfolder chosen; a transfer above the byte cap.
+        HubTransferError: the Hub kept failing after bounded retries.
+    """
+    from huggingface_hub import HfApi
+
+    t0 = time.perf_counter()
+    api = HfApi(token=token)
+    info = _with_retries(
+        lambda: api.repo_info(
+            ref.repo_id, repo_type=ref.repo_type, revision=ref.revision, files_metadata=True
+        ),
+        ref.repo_id,
+        "repo",
+    )
+    commit = info.sha
+    sizes = {s.rfilename: s.size for s in (info.siblings or [])}
+    folders = _adapter_folders(list(sizes))
+    if ref.subfolder is not None:
+        if ref.subfolder not in folders:
+            raise AdapterNotFoundError(
+                f"no {CONFIG_NAME} in {ref.repo_id}/{ref.subfolder}"
+                + (f"; adapter folders here: {', '.join(f or '.' for f in folders)}" if folders else "")
+            )
+        folder = ref.subfolder
+    elif "" in folders:
+        folder = ""
+    elif len(folders) == 1:
+        folder = folders[0]
+    elif folders:
+        raise UsageError(
+            f"{ref.repo_id} holds several adapters; choose one with --subfolder: {', '.join(folders)}"
+        )
+    else:
+        raise AdapterNotFoundError(f"{ref.repo_id} has no {CONFIG_NAME}: it is not a PEFT adapter repo")
+    prefix = f"{folder}/" if folder else ""
+    weights = next((prefix + n for n in WEIGHT_NAMES if prefix + n in sizes), None)
+    if weights is None:
+        raise AdapterNotFoundError(
+            f"no adapter_model.safetensors or adapter_model.bin in {ref.repo_id}/{folder}"
+        )
+    cache = cache_root() / "hub" / f"{ref.repo_type}s--{ref.repo_id.replace('/', '--')}" / commit
+    t_resolve = time.perf_counter() - t0
+
+    transfers: list[Transfer] = []
+
+    def transfer(filename: str) -> Transfer:
+        t = Transfer(ref.repo_id, ref.repo_type, commit, filename, token=token)
+        transfers.append(t)
+        return t
+
+    config_path = cache / (prefix + CONFIG_NAME)
+    if not config_path.exists():
+        size = sizes.get(prefix + CONFIG_NAME) or 0
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        data = transfer(prefix + CONFIG_NAME).fetch(0, size) if size else b""
+        config_path.write_bytes(data)
+    config = AdapterConfig.from_file(config_path)
+    size = sizes.get(weights)
+    if size is None:
+        raise AdapterNotFoundError(f"the Hub did not report the size of {weights}")
+    t1 = time.perf_counter()
+    if weights.endswith(".bin"):
+        if size > max_bin_bytes:
+            raise UsageError(
+                f"{weights} is {size / 1e6:.0f} MB; a .bin must be downloaded whole and the cap is "
+                f"{max_bin_bytes / 1e6:.0f} MB (raise it with --max-bin-bytes)"
+            )
+        dest = cache / weights
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _with_progress(transfer(weights), progress, size).fetch_to(0, size, dest)
+        file: SafetensorsFile | TorchZipFile = TorchZipFile(dest)
+        t_header = time.perf_counter() - t1
+    else:
+        chunk_dir = cache / (weights + ".ranges")
+        chunk_dir.mkdir(parents=True, exist_ok=True)
+        header = _header(transfer(weights), size, cache / (weights + ".header"))
+        t_header = time.perf_counter() - t1
+        file = RangeCachedSafetensors(
+            _with_progress(transfer(weights), progress, 0), size, header, chunk_dir, weights
+        )
+    shapes = {name: (tuple(t.shape), t.dtype) for name, t in file.tensors.items()}
+    layers, ignored, warnings = group_layers(shapes, config, path=f"{ref.repo_id}/{weights}")
+    if isinstance(file, RangeCachedSafetensors):
+        lora = [t for n, t in file.tensors.items() if any(p in n for p in _LORA_PARTS)]
+        total = sum(t.nbytes for t in lora)
+        if total > max_bytes:
+            raise UsageError(
+                f"auditing {ref.repo_id} needs {total / 1e6:.0f} MB of LoRA tensors, above the "
+                f"{max_bytes / 1e6:.0f} MB cap (raise it with --max-bytes)"
+            )
+        if file._transfer.progress is not None:
+            file._transfer.progress = _progress_adapter(progress, total)
+        file.ensure(lora)
+    t_tensors = time.perf_counter() - t1 - t_header
+    source = {
+        "repo": ref.repo_id,
+        "repo_type": ref.repo_type,
+        "revision": ref.revision or "main",
+        "commit": commit,
+        "subfolder": folder or None,
+        "weights_file": weights,
+        "bytes_transferred": sum(t.bytes_transferred for t in transfers),
+        "requests": 1 + sum(t.requests for t in transfers),
+        "timings": {"resolve_s": t_resolve, "header_s": t_header, "tensors_s": t_tensors},
+    }
+    path = Path(str(HubRef(ref.repo_id, ref.repo_type, commit, folder or None)))
+    return Adapter(path, config, Path(weights), layers, ignored, warnings, file, source=source)
+
+
+def _header(t: Transfer, size: int, dest: Path) -> bytes:
+    if dest.exists():
+        return dest.read_bytes()
+    if size < 8:
+        raise GradienceError(f"{t.filename} is too short to be safetensors ({size} bytes)")
+    probe = t.fetch(0, min(size, HEADER_PROBE))
+    (n,) = struct.unpack("<Q", probe[:8])
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        parse_header(probe, size, path=t.filename)  # raises the precise error
+    if 8 + n > len(probe):
+        probe += t.fetch(len(probe), 8 + n)
+    header = probe[: 8 + n]
+    parse_header(header, size, path=t.filename)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    tmp.write_bytes(header)
+    os.replace(tmp, dest)
+    return header
+
+
+def _with_progress(t: Transfer, progress: Callable[[int, int], None] | None, total: int) -> Transfer:
+    if progress is not None:
+        t.progress = _progress_adapter(progress, total)
+    return t
+
+
+def _progress_adapter(
+    progress: Callable[[int, int], None] | None, total: int
+) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(done, total)
+
+    return step
