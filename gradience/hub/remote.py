@@ -124,9 +124,16 @@ def _with_retries(call: Callable[[], Any], repo_id: str, what: str) -> Any:
             raise translate(e, repo_id, what) or e from e
         except Exception as e:
             translated = translate(e, repo_id, what)
-            if translated is None:
-                raise
-            raise translated from e
+            if translated is not None:
+                raise translated from e
+            if isinstance(e, OSError) or type(e).__module__.startswith(("httpx", "httpcore")):
+                from huggingface_hub import constants
+
+                raise GradienceError(
+                    f"could not reach the Hub at {constants.ENDPOINT} for {repo_id} ({type(e).__name__}); "
+                    "if you meant a local folder, it does not exist"
+                ) from e
+            raise
     raise AssertionError("unreachable")
 
 
