@@ -1,10 +1,11 @@
 """Regenerate the example LoRA adapters bundled under ``examples/``.
 
 The examples exist so that the audit has known answers to show: an adapter that uses its
-rank, one that wastes most of it, one that was never trained, and two pairs for merge
-checks. Real adapters would need a real base model and a download; here everything is a
-few seconds of CPU training of a tiny random Llama on synthetic token-mapping tasks, so
-the folders stay small and anyone can rebuild them bit for bit.
+rank, one that wastes most of it, one that was never trained, and three pairs for merge
+checks (near-duplicates, related tasks that merge cleanly, contradictory labels). Real
+adapters would need a real base model and a download; here everything is a few seconds of
+CPU training of a tiny random Llama on synthetic token-mapping tasks, so the folders stay
+small and anyone can rebuild them bit for bit.
 
 Usage::
 
@@ -27,6 +28,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 try:
     import torch
@@ -104,37 +106,60 @@ def build_base_model(base_dir: Path) -> PreTrainedModel:
 # Each task maps a token x to a label token f(x). The model sees x and must emit f(x)
 # next; only the LoRA layers can learn it (embeddings and lm_head stay random).
 
-Task = Callable[[torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class Task:
+    """``label`` maps inputs to label tokens; inputs are drawn uniformly from [low, high).
+
+    ``choices``: a two-way task whose labels are always one of these two tokens. It is
+    trained with the logistic loss on those two logits only (cross-entropy restricted to
+    the pair), so a flipped copy of the task has exactly the opposite objective; over the
+    full vocabulary both copies would share a large common part ("say one of these two
+    tokens") that has nothing to do with which one.
+    """
+
+    label: Callable[[torch.Tensor], torch.Tensor]
+    low: int = 0
+    high: int = VOCAB
+    choices: tuple[int, int] | None = None
 
 
 def _perm(seed: int) -> torch.Tensor:
     return torch.randperm(VOCAB, generator=torch.Generator().manual_seed(seed))
 
 
+HALF = VOCAB // 2
+PARITY_LOW = VOCAB - 8  # the parity tasks ask about the last 8 tokens only
+NO, YES = 0, 1  # their two label tokens: "0" for even x, "1" for odd x
+
+
 def make_tasks() -> dict[str, Task]:
     """Built from seeded generators so that the label tables never depend on run order."""
     p = _perm(1)
-    # "edited": the same table with 8 of 64 entries rotated among themselves — a related
-    # task, so adapters trained from the same start should stay close and merge cleanly.
+    # "edited": the same table with 8 of 64 entries rotated among themselves — a near
+    # duplicate, so adapters trained from the same start stay close (REDUNDANT).
     edited = p.clone()
     idx = _perm(2)[:8]
     edited[idx] = p[idx.roll(1)]
-    # "contradict": P[(x + 17) mod V] differs from P[x] for every x (P is a bijection), so
-    # the same input always has a different answer than under "permute".
     return {
-        "permute": lambda x: p[x],
-        "permute-edited": lambda x: edited[x],
-        "permute-contradict": lambda x: p[(x + 17) % VOCAB],
+        "permute": Task(lambda x: p[x]),
+        "permute-edited": Task(lambda x: edited[x]),
         # four outputs that depend on one coarse feature of x: a low-rank update suffices
-        "quarter": lambda x: x // (VOCAB // 4),
+        "quarter": Task(lambda x: x // (VOCAB // 4)),
+        # the two halves of one lookup table: related tasks that one model can serve at once
+        "permute-low": Task(lambda x: p[x], 0, HALF),
+        "permute-high": Task(lambda x: p[x], HALF, VOCAB),
+        # a yes/no question and the same question with every answer flipped
+        "parity": Task(lambda x: torch.where(x % 2 == 1, YES, NO), PARITY_LOW, VOCAB, (NO, YES)),
+        "parity-flipped": Task(lambda x: torch.where(x % 2 == 1, NO, YES), PARITY_LOW, VOCAB, (NO, YES)),
     }
 
 
 def make_batch(gen: torch.Generator, task: Task, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Interleave inputs with their labels so that this is ordinary next-token prediction;
     the loss is taken only where the next token is a label (the inputs are random)."""
-    x = torch.randint(0, VOCAB, (batch, PAIRS_PER_SEQUENCE), generator=gen)
-    y = task(x)
+    x = torch.randint(task.low, task.high, (batch, PAIRS_PER_SEQUENCE), generator=gen)
+    y = task.label(x)
     return torch.stack([x, y], dim=-1).reshape(batch, 2 * PAIRS_PER_SEQUENCE), y
 
 
@@ -142,9 +167,17 @@ def label_logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids).logits[:, 0::2]
 
 
+def task_loss(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+    if task.choices is None:
+        return F.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
+    pair = logits[..., list(task.choices)].reshape(-1, 2)
+    return F.cross_entropy(pair, (y == task.choices[1]).long().reshape(-1))
+
+
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, task: Task) -> float:
-    """Held-out accuracy on a fixed batch; a reloaded adapter must reproduce it exactly."""
+    """Held-out accuracy on a fixed batch (argmax over the whole vocabulary, for every task);
+    a reloaded adapter must reproduce it exactly."""
     ids, y = make_batch(torch.Generator().manual_seed(EVAL_SEED), task, 256)
     return (label_logits(model, ids).argmax(-1) == y).float().mean().item()
 
@@ -163,19 +196,31 @@ class Spec:
     steps: int
     lr: float
     seed: int
+    targets: tuple[str, ...] = TARGET_MODULES
 
 
 SPECS = (
     Spec("healthy-r8", r=8, alpha=16, task="permute", steps=300, lr=3e-3, seed=0),
     Spec("overprovisioned-r64", r=64, alpha=64, task="quarter", steps=200, lr=1e-3, seed=0),
     Spec("untrained-r8", r=8, alpha=16, task="permute", steps=0, lr=0.0, seed=0),
-    # same start, same inputs, labels differ on 8 of 64 tokens
-    Spec("merge-related-a", r=8, alpha=16, task="permute", steps=300, lr=3e-3, seed=1),
-    Spec("merge-related-b", r=8, alpha=16, task="permute-edited", steps=300, lr=3e-3, seed=1),
-    # same inputs, every label contradicts, different starts
-    Spec("merge-conflict-a", r=8, alpha=16, task="permute", steps=300, lr=3e-3, seed=2),
-    Spec("merge-conflict-b", r=8, alpha=16, task="permute-contradict", steps=300, lr=3e-3, seed=3),
-)
+    # near-duplicates: same start, same inputs, labels differ on 8 of 64 tokens
+    Spec("merge-duplicate-a", r=8, alpha=16, task="permute", steps=300, lr=3e-3, seed=1),
+    Spec("merge-duplicate-b", r=8, alpha=16, task="permute-edited", steps=300, lr=3e-3, seed=1),
+    # related: the two halves of one table, different starts; one model can serve both
+    Spec("merge-related-a", r=8, alpha=16, task="permute-low", steps=300, lr=3e-3, seed=4),
+    Spec("merge-related-b", r=8, alpha=16, task="permute-high", steps=300, lr=3e-3, seed=5),
+    # contradictory: the same inputs with every answer flipped, different starts. Only the
+    # two projections that write into the residual stream are adapted: whatever features a
+    # run builds, both must move the one readout direction (lm_head's "1" row minus its "0"
+    # row), in opposite ways. With q/k/v/gate/up adapted too, each run builds its own
+    # internal features (different subspaces, which the audit rightly does not call a
+    # conflict) and the energy-weighted verdict becomes a coin toss.
+    Spec("merge-conflict-a", r=8, alpha=16, task="parity", steps=300, lr=3e-3, seed=2,
+         targets=("o_proj", "down_proj")),
+    Spec("merge-conflict-b", r=8, alpha=16, task="parity-flipped", steps=300, lr=3e-3, seed=3,
+         targets=("o_proj", "down_proj")),
+)  # fmt: skip
+MERGE_PAIRS = ("merge-duplicate", "merge-related", "merge-conflict")
 
 
 def train(spec: Spec, base_dir: Path, tasks: dict[str, Task]) -> tuple[PeftModel, float | None]:
@@ -189,7 +234,7 @@ def train(spec: Spec, base_dir: Path, tasks: dict[str, Task]) -> tuple[PeftModel
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=0.0,
-        target_modules=list(TARGET_MODULES),
+        target_modules=list(spec.targets),
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(spec.seed)
@@ -204,7 +249,7 @@ def train(spec: Spec, base_dir: Path, tasks: dict[str, Task]) -> tuple[PeftModel
     loss = torch.tensor(float("nan"))
     for _ in range(spec.steps):
         ids, y = make_batch(gen, task, BATCH)
-        loss = F.cross_entropy(label_logits(model, ids).reshape(-1, VOCAB), y.reshape(-1))
+        loss = task_loss(label_logits(model, ids), y, task)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -245,7 +290,8 @@ def lora_deltas(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def pair_report(a: PeftModel, b: PeftModel, task_a: Task, task_b: Task, base_dir: Path) -> str:
     """Why the pairs deserve their names: how aligned the two updates are, and what a plain
-    average of them (the simplest merge) still gets right on each task."""
+    average of them (the simplest merge, base + (ΔW_a + ΔW_b)/2) still gets right on each
+    task, next to what each adapter alone gets on the other's task."""
     da, db = lora_deltas(a), lora_deltas(b)
     cos = [F.cosine_similarity(da[k].flatten(), db[k].flatten(), dim=0).item() for k in da]
     merged = build_base_model(base_dir)
@@ -255,9 +301,28 @@ def pair_report(a: PeftModel, b: PeftModel, task_a: Task, task_b: Task, base_dir
         w = modules[k.removeprefix(prefix)].weight
         w += (0.5 * (da[k] + db[k])).to(w.dtype)
     acc_a, acc_b = accuracy(merged, task_a), accuracy(merged, task_b)
+    cross_a, cross_b = accuracy(b, task_a), accuracy(a, task_b)
     return (
-        f"cos(ΔW) mean {sum(cos) / len(cos):.2f} (min {min(cos):.2f}, max {max(cos):.2f}); "
-        f"averaged merge accuracy on a's task {acc_a:.2f}, on b's task {acc_b:.2f}"
+        f"cos(ΔW) mean {sum(cos) / len(cos):.2f} (min {min(cos):.2f}, max {max(cos):.2f})\n"
+        f"    averaged merge: accuracy {acc_a:.3f} on a's task, {acc_b:.3f} on b's task "
+        f"(b alone on a's task {cross_a:.3f}, a alone on b's task {cross_b:.3f})"
+    )
+
+
+def audit_report(out_dir: Path, pair: str) -> str:
+    """What ``gradience merge-audit`` says about the written pair (when gradience is
+    importable: the script itself needs only torch, peft and transformers)."""
+    try:
+        from gradience.merge.pairwise import merge_audit
+    except ImportError:
+        return "merge-audit: gradience.merge not importable, skipped"
+    agg: dict[str, Any] = merge_audit([out_dir / f"{pair}-a", out_dir / f"{pair}-b"]).to_dict()["aggregate"]
+    share = ", ".join(f"{v} {x:.2f}" for v, x in agg["energy_share"].items() if x)
+    n_layers = {v: agg[f"n_{v.lower()}"] for v in agg["energy_share"]}
+    counts = ", ".join(f"{n} {v}" for v, n in n_layers.items() if n)
+    return (
+        f"merge-audit: {agg['overall_verdict']} (energy share {share}; layers {counts}), "
+        f"mean overlap {agg['mean_overlap']:.2f}, mean agreement {agg['mean_agreement']:+.2f}"
     )
 
 
@@ -311,10 +376,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nmerge pairs")
     by_name = {s.name: s for s in SPECS}
-    for pair in ("merge-related", "merge-conflict"):
+    for pair in MERGE_PAIRS:
         sa, sb = by_name[f"{pair}-a"], by_name[f"{pair}-b"]
         report = pair_report(models[sa.name], models[sb.name], tasks[sa.task], tasks[sb.task], base_dir)
-        print(f"  {pair}: {report}")
+        print(f"  {pair}: {report}\n    {audit_report(out_dir, pair)}")
     print(f"\ndone in {time.perf_counter() - t0:.1f}s")
     return 0
 

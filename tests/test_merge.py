@@ -275,3 +275,14 @@ def test_merge_usage_errors_are_one_line_exit_2(tmp_path, argv, needle):
     )
     assert p.returncode == 2, p.stderr
     assert needle in p.stderr and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize(
+    ("pair", "verdict"),
+    [("merge-conflict", "CONFLICTING"), ("merge-related", "SAFE"), ("merge-duplicate", "REDUNDANT")],
+)
+def test_bundled_example_pairs(pair, verdict):
+    from conftest import EXAMPLES
+
+    d = merge_audit([EXAMPLES / f"{pair}-a", EXAMPLES / f"{pair}-b"]).to_dict()
+    assert d["aggregate"]["overall_verdict"] == verdict
