@@ -1,18 +1,48 @@
-"""Test-wide guards: no internet, a Hub endpoint that can only be local, shared data paths."""
+"""Test-wide guards: no internet, a Hub endpoint that can only be local, shared data paths,
+and the local Hub server (``hub`` fixture) that every Hub-facing test runs against."""
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-# Before anything imports huggingface_hub: no test may talk to the real Hub.
-os.environ["HF_ENDPOINT"] = os.environ.get("GRADIENCE_TEST_HF_ENDPOINT", "http://127.0.0.1:9")
+import pytest  # pytest never imports huggingface_hub, so HF_ENDPOINT can still be set below
+
+if TYPE_CHECKING:
+    from servers.hub import LocalHub
+
+
+def _reserve_loopback_port() -> int:
+    """The local Hub's port must be in HF_ENDPOINT before huggingface_hub is imported, but the
+    server only starts later (in the ``hub`` fixture): take a free port now, bind it then."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Before anything imports huggingface_hub: no test may talk to the real Hub. GRADIENCE_TEST_HF_ENDPOINT
+# points the suite at a local Hub started by hand (python tests/servers/hub.py --seed ...).
+_EXTERNAL_HUB = os.environ.get("GRADIENCE_TEST_HF_ENDPOINT")
+HUB_PORT = 0 if _EXTERNAL_HUB else _reserve_loopback_port()
+os.environ["HF_ENDPOINT"] = _EXTERNAL_HUB or f"http://127.0.0.1:{HUB_PORT}"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import pytest
+# Loopback never goes through a proxy (httpx2 honours HTTP(S)_PROXY).
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+# The developer's own Hub token, cache and offline switch stay out of the tests: a stray token
+# would be "invalid credentials" to the local Hub, and a shared cache could hide real requests.
+for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    os.environ.pop(_var, None)
+_HF_HOME = tempfile.mkdtemp(prefix="gradience-test-hf-home-")
+os.environ["HF_HOME"] = _HF_HOME
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -68,3 +98,45 @@ def corpus_dir() -> Path:
 @pytest.fixture(scope="session")
 def examples_dir() -> Path:
     return EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def hub() -> Iterator[LocalHub]:
+    """The local Hub, seeded, on the port HF_ENDPOINT names; one server for the whole session.
+
+    Small page sizes (5 models, 4 tree entries per page) make every client follow Link
+    pagination, as it must on the real Hub for big listings.
+    """
+    from servers.hub import attach_local_hub, start_local_hub
+
+    if _EXTERNAL_HUB:
+        yield attach_local_hub(_EXTERNAL_HUB)
+        return
+    data = Path(tempfile.mkdtemp(prefix="gradience-localhub-"))
+    corpus = SHARED / "corpus"
+    local = start_local_hub(
+        HUB_PORT,
+        data,
+        corpus_dir=corpus if corpus.is_dir() else None,
+        examples_dir=EXAMPLES,
+        settings={"upload_mode": "regular", "page_size": 5, "tree_page_size": 4},
+    )
+    try:
+        yield local
+    finally:
+        local.stop()
+        if not os.environ.get("GRADIENCE_KEEP_HUB_DATA"):
+            shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _hub_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests that use the local Hub start with fresh statistics and leave no faults or settings."""
+    if "hub" not in request.fixturenames:
+        yield
+        return
+    local: LocalHub = request.getfixturevalue("hub")
+    local.reset_stats()
+    yield
+    local.clear_faults()
+    local.reset_config()

@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gradience.cli import audit_cmd, compress_cmd, merge_cmd
+    from gradience.cli import audit_cmd, compress_cmd, merge_cmd, monitor_cmd, regimes_cmd
 
     parser = _Parser(
         prog="gradience",
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     audit_cmd.register(sub)
     compress_cmd.register(sub)
+    monitor_cmd.register(sub)
+    regimes_cmd.register(sub)
     merge_cmd.register(sub)
     return parser
 

@@ -31,8 +31,6 @@ __all__ = ["DEFAULT_MAX_BIN_BYTES", "DEFAULT_MAX_BYTES", "cache_root", "open_rem
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 DEFAULT_MAX_BIN_BYTES = 512 * 1024**2
-#: First header request size; most adapter headers fit, larger ones take one more request.
-HEADER_PROBE = 64 * 1024
 #: Adjacent LoRA tensors separated by at most this many bytes are fetched in one request.
 MAX_GAP = 4096
 _LORA_PARTS = (
@@ -271,12 +269,13 @@ def _header(t: Transfer, size: int, dest: Path) -> bytes:
         return dest.read_bytes()
     if size < 8:
         raise GradienceError(f"{t.filename} is too short to be safetensors ({size} bytes)")
-    probe = t.fetch(0, min(size, HEADER_PROBE))
-    (n,) = struct.unpack("<Q", probe[:8])
+    # Two exact reads (length, then header) rather than one generous probe: bytes past the
+    # header may belong to a huge non-LoRA tensor, and those must never be transferred.
+    probe = t.fetch(0, 8)
+    (n,) = struct.unpack("<Q", probe)
     if n > MAX_HEADER_BYTES or 8 + n > size:
         parse_header(probe, size, path=t.filename)  # raises the precise error
-    if 8 + n > len(probe):
-        probe += t.fetch(len(probe), 8 + n)
+    probe += t.fetch(8, 8 + n)
     header = probe[: 8 + n]
     parse_header(header, size, path=t.filename)
     dest.parent.mkdir(parents=True, exist_ok=True)

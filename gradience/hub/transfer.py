@@ -64,9 +64,9 @@ class Transfer:
                     os.replace(tmp, dest)
                     return
                 last = HubTransferError(f"{self.filename}: got {got} of {end - start} bytes")
-            except HubTransferError:
-                raise
-            except Exception as e:  # network errors after the helper's own retries
+            except GradienceError:
+                raise  # an HTTP error the backoff helper already retried, translated
+            except Exception as e:  # a dropped connection mid-body
                 last = e
             time.sleep(min(2.0**attempt * 0.25, 4.0))
         tmp.unlink(missing_ok=True)
@@ -83,7 +83,7 @@ class Transfer:
             buf = io.BytesIO()
             try:
                 got = self._stream(start, end, buf)
-            except HubTransferError:
+            except GradienceError:
                 raise
             except Exception as e:
                 last: Exception | None = e
