@@ -40,10 +40,12 @@ def clear_faults(app: HubApp, req: Request) -> Response:
 
 
 def get_stats(app: HubApp, req: Request) -> Response:
+    app.stats.wait_idle()
     return json_response(app.stats.to_dict())
 
 
 def reset_stats(app: HubApp, req: Request) -> Response:
+    app.stats.wait_idle()
     app.stats.reset()
     return json_response({})
 

@@ -130,6 +130,10 @@ class Stats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Requests still being answered: a client can hold its whole response before the
+        # server has recorded the bytes, so readers of the statistics wait for these.
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
         self._kinds: dict[str, _KindStats] = {}
         self._files: dict[tuple[str, str, str], _FileStats] = {}
         self._total = 0
@@ -141,6 +145,21 @@ class Stats:
             self._files = {}
             self._total = 0
             self._since = utc_now()
+
+    def begin(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        """Block until no counted request is in flight (bounded, so a stuck client can't hang it)."""
+        with self._lock:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
 
     def request(self, kind: str, method: str, *, faulted: bool) -> None:
         with self._lock:

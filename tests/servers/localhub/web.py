@@ -284,6 +284,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         fault = None if admin else app.faults.take(method, req.raw_path)
         if not admin:
             app.stats.request(kind, method, faulted=fault is not None)
+            app.stats.begin()
+        try:
+            self._answer(app, req, route, params, known, kind, admin, fault, body)
+        finally:
+            if not admin:
+                app.stats.end()
+
+    def _answer(self, app, req, route, params, known, kind, admin, fault, body) -> None:
         if fault is not None and fault.latency:
             time.sleep(fault.latency)
         try:
