@@ -66,6 +66,16 @@ def ties(tasks: Sequence[np.ndarray], weights: Sequence[float], density: float) 
     return _elect_and_merge(pruned, np.asarray(weights, dtype=pruned.dtype))
 
 
+def _dare_pruned(
+    tasks: Sequence[np.ndarray],
+    density: float,
+    masks: Sequence[np.ndarray] | None,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    rng = rng or np.random.default_rng(0)
+    return np.stack([random_prune(t, density, masks[i] if masks else None, rng) for i, t in enumerate(tasks)])
+
+
 def dare_linear(
     tasks: Sequence[np.ndarray],
     weights: Sequence[float],
@@ -74,9 +84,8 @@ def dare_linear(
     masks: Sequence[np.ndarray] | None = None,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    rng = rng or np.random.default_rng(0)
-    pruned = [random_prune(t, density, masks[i] if masks else None, rng) for i, t in enumerate(tasks)]
-    return sum(w * p for w, p in zip(weights, pruned, strict=True))
+    pruned = _dare_pruned(tasks, density, masks, rng)
+    return np.tensordot(np.asarray(weights, dtype=pruned.dtype), pruned, axes=1)
 
 
 def dare_ties(
@@ -87,10 +96,7 @@ def dare_ties(
     masks: Sequence[np.ndarray] | None = None,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    rng = rng or np.random.default_rng(0)
-    pruned = np.stack(
-        [random_prune(t, density, masks[i] if masks else None, rng) for i, t in enumerate(tasks)]
-    )
+    pruned = _dare_pruned(tasks, density, masks, rng)
     return _elect_and_merge(pruned, np.asarray(weights, dtype=pruned.dtype))
 
 
