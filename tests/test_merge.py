@@ -286,3 +286,31 @@ def test_bundled_example_pairs(pair, verdict):
 
     d = merge_audit([EXAMPLES / f"{pair}-a", EXAMPLES / f"{pair}-b"]).to_dict()
     assert d["aggregate"]["overall_verdict"] == verdict
+
+
+def test_cholesky_route_equals_the_qr_route(tmp_path):
+    from gradience.adapters.load import load_adapter
+    from gradience.merge.compare import LayerSpectrum, compare_layers, layer_spectrum
+    from gradience.merge.verdicts import PRESETS
+    from gradience.spectral.factored import svd_qr
+    from gradience.spectral.metrics import energy_rank
+
+    x, y = _pair(tmp_path, "imbalanced")
+    with load_adapter(x) as ax, load_adapter(y) as ay:
+        for la, lb in zip(ax.layers, ay.layers, strict=True):
+            fast = [layer_spectrum(ad, layer, 0.9) for ad, layer in ((ax, la), (ay, lb))]
+            assert all(sp.fast for sp in fast)
+            slow = []
+            for ad, layer in ((ax, la), (ay, lb)):
+                f = ad.factors(layer)
+                svd = svd_qr(f.a, f.b, layer.scale)
+                slow.append(LayerSpectrum(layer, svd, energy_rank(svd.s, 0.9)))
+            c1 = compare_layers(*fast, PRESETS["default"]).to_dict()
+            c2 = compare_layers(*slow, PRESETS["default"]).to_dict()
+            for key in ("overlap", "overlap_right", "agreement", "sigma_ratio", "frob_ratio"):
+                assert c1[key] == pytest.approx(c2[key], rel=1e-6, abs=1e-9), key
+            assert (c1["verdict"], c1["n_conflict"], c1["k_a"]) == (
+                c2["verdict"],
+                c2["n_conflict"],
+                c2["k_a"],
+            )

@@ -27,15 +27,29 @@ NEGLIGIBLE = 1e-6
 
 @dataclass(frozen=True)
 class LayerSpectrum:
-    """One adapter's layer, decomposed: σ scaled, k its energy rank (0 if untrained)."""
+    """One adapter's layer, decomposed: σ scaled, k its energy rank (0 if untrained).
+
+    Two representations of the singular vectors. The fast one (CholeskyQR) keeps the
+    factors and r×r maps with U = B·p_left and V = Aᵀ·p_right, so subspace comparisons need
+    only r×r cross-Grams between the adapters; the QR route (``svd`` with explicit U and Vᵀ)
+    is used when a factor is too ill-conditioned for Cholesky (or is zero).
+    """
 
     layer: LoraLayer
-    svd: FactoredSVD | None  # None when the factors hold NaN/Inf
+    svd: FactoredSVD | None  # None when the factors hold NaN/Inf; u/vt None on the fast route
     k: int
+    a: np.ndarray | None = None  # float64 [r, in], fast route only
+    b: np.ndarray | None = None  # float64 [out, r]
+    p_left: np.ndarray | None = None  # [r, r]
+    p_right: np.ndarray | None = None
 
     @property
     def valid(self) -> bool:
         return self.svd is not None
+
+    @property
+    def fast(self) -> bool:
+        return self.p_left is not None
 
     @property
     def sigma_max(self) -> float:
@@ -45,14 +59,49 @@ class LayerSpectrum:
     def energy(self) -> float:
         return float(np.dot(self.svd.s, self.svd.s)) if self.svd is not None else 0.0
 
+    def explicit(self) -> FactoredSVD:
+        """U, σ, Vᵀ with explicit singular vectors (formed on demand for the fast route)."""
+        if not self.fast:
+            return self.svd
+        return FactoredSVD(self.b @ self.p_left, self.svd.s, (self.a.T @ self.p_right).T)
+
+
+#: (max/min Cholesky diagonal)² above which CholeskyQR's cond² error is not trusted.
+MAX_GRAM_CONDITION = 1e8
+
 
 def layer_spectrum(adapter: Adapter, layer: LoraLayer, energy: float) -> LayerSpectrum:
     f = adapter.factors(layer)
     a, b = f.effective_a(), f.b
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return LayerSpectrum(layer, None, 0)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    fast = _cholesky_svd(a64, b64, layer.scale)
+    if fast is not None:
+        sv, p_left, p_right = fast
+        return LayerSpectrum(layer, sv, energy_rank(sv.s, energy), a64, b64, p_left, p_right)
     svd = svd_qr(a, b, layer.scale)
     return LayerSpectrum(layer, svd, energy_rank(svd.s, energy))
+
+
+def _cholesky_svd(a: np.ndarray, b: np.ndarray, scale: float):
+    """SVD of scale·B·A through Cholesky factors of the Grams: B = Q_B·R_B with
+    R_B = chol(BᵀB)ᵀ, and likewise Aᵀ = Q_A·R_A. Returns σ and the r×r maps that turn B and
+    Aᵀ into U and V, or None when a Gram is singular or too ill-conditioned."""
+    try:
+        lb = np.linalg.cholesky(b.T @ b)
+        la = np.linalg.cholesky(a @ a.T)
+    except np.linalg.LinAlgError:
+        return None
+    for low in (lb, la):
+        d = np.abs(np.diag(low))
+        if d.min() <= 0 or (d.max() / d.min()) ** 2 > MAX_GRAM_CONDITION:
+            return None
+    rb, ra = lb.T, la.T  # upper: BᵀB = RbᵀRb
+    uc, s, vct = np.linalg.svd(scale * (rb @ ra.T))
+    p_left = np.linalg.solve(rb, uc)  # U = Q_B·Uc = B·Rb⁻¹·Uc
+    p_right = np.linalg.solve(ra, vct.T)  # V = Q_A·Vc = Aᵀ·Ra⁻¹·Vc
+    return FactoredSVD(None, s, None), p_left, p_right
 
 
 @dataclass(frozen=True)
@@ -108,8 +157,13 @@ class LayerComparison:
 
 def _mean_cosine(x: np.ndarray, y: np.ndarray) -> float:
     """Mean cosine of the principal angles between span(x) and span(y) (orthonormal columns)."""
-    c = np.linalg.svd(x.T @ y, compute_uv=False)
-    return float(np.mean(np.clip(c[: min(x.shape[1], y.shape[1])], 0.0, 1.0)))
+    return _mean_cos_of(x.T @ y, x.shape[1], y.shape[1])
+
+
+def _mean_cos_of(cross: np.ndarray, ka: int, kb: int) -> float:
+    """The same, from the k_a×k_b matrix of inner products of the two orthonormal bases."""
+    c = np.linalg.svd(cross, compute_uv=False)
+    return float(np.mean(np.clip(c[: min(ka, kb)], 0.0, 1.0)))
 
 
 def _corrected(raw: float, k: int, n: int) -> float:
@@ -145,15 +199,25 @@ def compare_layers(a: LayerSpectrum, b: LayerSpectrum, t: Thresholds) -> LayerCo
             evidence=[f"{side} no update in this layer (untrained): nothing to interfere with, "
                       "but a weighted merge scales the other side's update down"],
         )  # fmt: skip
-    ua, ub = a.svd.u[:, : a.k], b.svd.u[:, : b.k]
-    va, vb = a.svd.vt[: a.k].T, b.svd.vt[: b.k].T
-    overlap = _mean_cosine(ua, ub)
-    overlap_right = _mean_cosine(va, vb)
     kmax = max(a.k, b.k)
-    # d_i = u_iᵀ ΔW_b v_i for A's top directions, from B's full thin SVD
-    left = ua.T @ b.svd.u  # [k_a, r_b]
-    right = b.svd.vt @ va  # [r_b, k_a]
-    d = np.einsum("ij,j,ji->i", left, b.svd.s, right)
+    if a.fast and b.fast:
+        # everything from r×r cross-Grams: U_aᵀU_b = P_aᵀ(B_aᵀB_b)P_b, V_aᵀV_b = P'_aᵀ(A_aA_bᵀ)P'_b
+        xb, xa = a.b.T @ b.b, a.a @ b.a.T
+        pa, pb = a.p_left[:, : a.k], b.p_left[:, : b.k]
+        qa, qb = a.p_right[:, : a.k], b.p_right[:, : b.k]
+        overlap = _mean_cos_of(pa.T @ xb @ pb, a.k, b.k)
+        overlap_right = _mean_cos_of(qa.T @ xa @ qb, a.k, b.k)
+        # d_i = u_iᵀ ΔW_b v_i = s_b · (P_aᵀ B_aᵀ B_b)(A_b A_aᵀ P'_a), diagonal
+        d = b.layer.scale * np.einsum("ij,ji->i", pa.T @ xb, xa.T @ qa)
+    else:
+        ea_, eb_ = a.explicit(), b.explicit()
+        ua, ub = ea_.u[:, : a.k], eb_.u[:, : b.k]
+        va, vb = ea_.vt[: a.k].T, eb_.vt[: b.k].T
+        overlap = _mean_cosine(ua, ub)
+        overlap_right = _mean_cosine(va, vb)
+        left = ua.T @ eb_.u  # [k_a, r_b]
+        right = eb_.vt @ va  # [r_b, k_a]
+        d = np.einsum("ij,j,ji->i", left, eb_.s, right)
     s_top = a.svd.s[: a.k]
     nd = float(np.linalg.norm(d))
     # B's projection onto A's directions below float32 round-off of B's own scale is zero,
