@@ -63,6 +63,51 @@ def main() -> None:
         kept["recorded_from"] = {"gradience": "0.11.0", "path": str(folder.relative_to(folder.parents[1]))}
         (args.out / f"{name}.json").write_text(json.dumps(kept, indent=1) + "\n")
         print(f"{name}: {kept['n_layers']} layers recorded")
+    record_merge_audits(exe, args.out)
+
+
+MERGE_PAIRS = ("merge-duplicate", "merge-related", "merge-conflict")
+
+
+def record_merge_audits(exe: Path, out: Path) -> None:
+    """0.11's merge-audit on the bundled example pairs: per-layer overlap, agreement, ratios."""
+    for pair in MERGE_PAIRS:
+        a, b = ROOT / "examples" / f"{pair}-a", ROOT / "examples" / f"{pair}-b"
+        if not (a.is_dir() and b.is_dir()):
+            continue
+        p = subprocess.run(
+            [str(exe), "merge-audit", "--adapter-a", str(a), "--adapter-b", str(b), "--json"],
+            capture_output=True,
+            text=True,
+        )
+        if p.returncode != 0:
+            print(f"{pair}: 0.11 merge-audit failed; skipped")
+            continue
+        data = json.loads(p.stdout[p.stdout.index("{") :])
+        kept = {
+            "aggregate": {
+                k: data["aggregate"][k] for k in ("overall_verdict", "mean_overlap", "mean_agreement")
+            },
+            "per_layer": [
+                {
+                    "layer": row["layer_name"],
+                    "verdict": row["verdict"],
+                    **{
+                        k: row["metrics"].get(k)
+                        for k in (
+                            "mean_overlap",
+                            "directional_agreement",
+                            "magnitude_ratio",
+                            "frobenius_ratio",
+                        )
+                    },
+                }
+                for row in data["per_layer"]
+            ],
+            "recorded_from": {"gradience": "0.11.0", "pair": pair},
+        }
+        (out / f"merge-{pair}.json").write_text(json.dumps(kept, indent=1) + "\n")
+        print(f"merge {pair}: {len(kept['per_layer'])} layers recorded")
 
 
 if __name__ == "__main__":

@@ -314,3 +314,20 @@ def test_cholesky_route_equals_the_qr_route(tmp_path):
                 c2["n_conflict"],
                 c2["k_a"],
             )
+
+
+@pytest.mark.parametrize("pair", ["merge-duplicate", "merge-related", "merge-conflict"])
+def test_agrees_with_gradience_0_11_merge_audit(pair):
+    from conftest import EXAMPLES, ROOT
+
+    recorded = json.loads((ROOT / "tests" / "data" / "gradience011" / f"merge-{pair}.json").read_text())
+    ours = merge_audit([EXAMPLES / f"{pair}-a", EXAMPLES / f"{pair}-b"]).to_dict()
+    by = {c["layer"]: c for c in ours["per_layer"]}
+    for old in recorded["per_layer"]:
+        row = by[old["layer"].removeprefix("base_model.model.")]
+        assert row["overlap"] == pytest.approx(old["mean_overlap"], abs=1e-6)
+        assert row["agreement"] == pytest.approx(old["directional_agreement"], abs=1e-6)
+        assert row["sigma_ratio"] == pytest.approx(old["magnitude_ratio"], rel=1e-6)
+        assert row["frob_ratio"] == pytest.approx(old["frobenius_ratio"], rel=1e-6)
+        assert row["verdict"] == old["verdict"].upper()
+    assert ours["aggregate"]["overall_verdict"] == recorded["aggregate"]["overall_verdict"].upper()
