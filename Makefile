@@ -1,6 +1,7 @@
 # Two entry points a newcomer needs (see README "Quick start"); both create or update .venv.
-#   make demo   — install the core (no torch) and audit the bundled example adapters
+#   make space  — install the core + the Space (no torch) and serve it on the bundled examples
 #   make test   — install everything the tests need and run the whole suite
+# (make demo = make space; make cli-demo audits the bundled examples in the terminal.)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PIP    := $(PY) -m pip
 # the bench extra's range accepts it, so pip never resolves another (CUDA) build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test lint format bench examples clean
+.PHONY: space demo cli-demo browser test lint format bench examples clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,18 +20,33 @@ $(VENV)/.core: $(PY) pyproject.toml
 	$(PIP) install --quiet -e .
 	touch $@
 
-$(VENV)/.dev: $(PY) pyproject.toml
-	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e ".[dev,bench]" "$(TORCH)"
+$(VENV)/.space: $(PY) pyproject.toml
+	$(PIP) install --quiet -e ".[space]"
 	touch $@ $(VENV)/.core
 
-demo: $(VENV)/.core
+$(VENV)/.dev: $(PY) pyproject.toml
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e ".[dev,bench,space]" "$(TORCH)"
+	touch $@ $(VENV)/.core $(VENV)/.space
+
+# The browser test drives Debian's chromium through Playwright (never `playwright install`).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+# Serves on 127.0.0.1:7860 (GRADIO_SERVER_PORT / GRADIO_SERVER_NAME change it); HF_ENDPOINT
+# may point it at any Hub-compatible server, e.g. the local one (docs/local-hub.md).
+space: $(VENV)/.space
+	$(PY) space/app.py
+
+demo: space
+
+cli-demo: $(VENV)/.core
 	@for d in examples/*/; do \
 		[ -f "$$d/adapter_config.json" ] || continue; \
 		echo; $(VENV)/bin/gradience audit "$$d" || exit $$?; \
 	done
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest

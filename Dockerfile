@@ -1,0 +1,30 @@
+# The Gradience Space as a Docker Space (space/README.md holds its front matter; see docs/deploy.md).
+# One image: the later bot and Jobs commands reuse it with another CMD. No torch: the core never
+# needs it, and the space extra does not pull it.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    GRADIO_SERVER_NAME=0.0.0.0 \
+    GRADIO_SERVER_PORT=7860 \
+    HOME=/home/user
+
+# Spaces run the container as uid 1000.
+RUN useradd --create-home --uid 1000 user
+WORKDIR /home/user/app
+
+COPY --chown=user:user pyproject.toml README.md ./
+COPY --chown=user:user gradience ./gradience
+# The versions are the ranges in pyproject.toml's space extra (gradio 6.x); the image is rebuilt
+# on every push, like the Space itself.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".[space]"
+
+COPY --chown=user:user space ./space
+COPY --chown=user:user examples ./examples
+
+USER 1000
+EXPOSE 7860
+CMD ["python", "space/app.py"]
