@@ -146,10 +146,13 @@ def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     return ((bits + rounding) >> np.uint32(16)).astype(np.uint16)  # inputs are finite
 
 
-def tensor_specs(variant: Variant) -> list[tuple[str, tuple[int, int], int, int, int]]:
-    """(name, shape, layer, module index, 0 for A / 1 for B), sorted by name."""
+def tensor_specs(
+    variant: Variant, layers: int = N_LAYERS
+) -> list[tuple[str, tuple[int, int], int, int, int]]:
+    """(name, shape, layer, module index, 0 for A / 1 for B) of the first ``layers`` decoder
+    layers, sorted by name."""
     specs = []
-    for layer in range(N_LAYERS):
+    for layer in range(layers):
         for m, (block, module, fan_in, fan_out) in enumerate(MODULES):
             prefix = f"base_model.model.model.layers.{layer}.{block}.{module}"
             specs.append((f"{prefix}.lora_A.weight", (variant.r, fan_in), layer, m, 0))
@@ -158,9 +161,11 @@ def tensor_specs(variant: Variant) -> list[tuple[str, tuple[int, int], int, int,
     return specs
 
 
-def make_tensor(variant: Variant, shape: tuple[int, int], layer: int, module: int, which: int) -> np.ndarray:
+def make_tensor(
+    variant: Variant, shape: tuple[int, int], layer: int, module: int, which: int, seed: int = SEED
+) -> np.ndarray:
     """One LoRA factor, float32, from its own seeded RNG."""
-    rng = np.random.default_rng((SEED, variant.r, layer, module, which))
+    rng = np.random.default_rng((seed, variant.r, layer, module, which))
     x = rng.standard_normal(shape, dtype=np.float32)
     if which == 0:  # A: [r, in], rows nearly orthonormal
         x *= np.float32(1.0 / np.sqrt(shape[1]))
@@ -171,10 +176,13 @@ def make_tensor(variant: Variant, shape: tuple[int, int], layer: int, module: in
     return x
 
 
-def write_adapter(out_dir: Path, variant: Variant) -> None:
-    """Write adapter_config.json and adapter_model.safetensors, one tensor at a time."""
+def write_adapter(out_dir: Path, variant: Variant, *, seed: int = SEED, layers: int = N_LAYERS) -> None:
+    """Write adapter_config.json and adapter_model.safetensors, one tensor at a time.
+
+    ``layers < N_LAYERS`` writes the first ``layers`` decoder layers only; their bytes are the
+    same as in the full adapter with the same seed."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    specs = tensor_specs(variant)
+    specs = tensor_specs(variant, layers)
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, shape, *_ in specs:
@@ -193,7 +201,7 @@ def write_adapter(out_dir: Path, variant: Variant) -> None:
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
         for _, shape, layer, module, which in specs:
-            x = make_tensor(variant, shape, layer, module, which)
+            x = make_tensor(variant, shape, layer, module, which, seed)
             data = float32_to_bf16_bits(x) if variant.dtype == "BF16" else x.astype("<f4", copy=False)
             f.write(data.tobytes())
     os.replace(partial, target)
@@ -212,12 +220,16 @@ def write_adapter(out_dir: Path, variant: Variant) -> None:
     (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def ensure_adapter(workdir: Path, variant: Variant) -> Path:
-    """Return the adapter folder for ``variant``, generating it unless a matching one is cached."""
-    out_dir = workdir / variant.name
+def ensure_adapter(
+    workdir: Path, variant: Variant, *, seed: int = SEED, layers: int = N_LAYERS, name: str | None = None
+) -> Path:
+    """Return the adapter folder for ``variant`` (``workdir / (name or variant.name)``),
+    generating it unless a matching one is cached."""
+    name = name or variant.name
+    out_dir = workdir / name
     weights = out_dir / "adapter_model.safetensors"
     stamp = out_dir / "spec.json"
-    spec = {"generator": GENERATOR_VERSION, "seed": SEED, **asdict(variant), "layers": N_LAYERS}
+    spec = {"generator": GENERATOR_VERSION, "seed": seed, **asdict(variant), "layers": layers}
     if weights.exists() and stamp.exists() and (out_dir / "adapter_config.json").exists():
         try:
             cached = json.loads(stamp.read_text())
@@ -225,10 +237,10 @@ def ensure_adapter(workdir: Path, variant: Variant) -> Path:
             cached = None
         if cached == {**spec, "bytes": weights.stat().st_size}:
             return out_dir
-    print(f"generating {variant.name} adapter in {out_dir} ...", file=sys.stderr, flush=True)
+    print(f"generating {name} adapter in {out_dir} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     stamp.unlink(missing_ok=True)
-    write_adapter(out_dir, variant)
+    write_adapter(out_dir, variant, seed=seed, layers=layers)
     stamp.write_text(json.dumps({**spec, "bytes": weights.stat().st_size}) + "\n")
     mb = weights.stat().st_size / 1e6
     print(f"  {mb:.0f} MB in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)

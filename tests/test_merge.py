@@ -331,3 +331,124 @@ def test_agrees_with_gradience_0_11_merge_audit(pair):
         assert row["frob_ratio"] == pytest.approx(old["frobenius_ratio"], rel=1e-6)
         assert row["verdict"] == old["verdict"].upper()
     assert ours["aggregate"]["overall_verdict"] == recorded["aggregate"]["overall_verdict"].upper()
+
+
+def test_blocked_rules_match_whole_tensor_definitions(monkeypatch):
+    """More entries than a block, float32 and float64: the blocked TIES/DARE equal the
+    whole-tensor formulas, keep the input dtype, and DARE is reproducible per seed."""
+    from gradience.merge import strategies as S
+
+    monkeypatch.setattr(S, "BLOCK", 97)  # many uneven blocks
+    rng = np.random.default_rng(5)
+    tasks = [rng.standard_normal((23, 19)) for _ in range(3)]
+    w = [0.5, 0.3, 0.2]
+
+    def reference(pruned):
+        p = np.stack(pruned)
+        agree = np.sign(p) == np.where(p.sum(axis=0) >= 0, 1.0, -1.0)
+        return (p * np.reshape(w, (-1, 1, 1)) * agree).sum(axis=0) / np.maximum(agree.sum(axis=0), 1)
+
+    def top_k(t, d):
+        k = int(d * t.size)
+        out = np.zeros(t.size)
+        keep = np.argsort(-np.abs(t.ravel()), kind="stable")[:k]
+        out[keep] = t.ravel()[keep]
+        return out.reshape(t.shape)
+
+    for d in (0.0, 0.3, 1.0):
+        np.testing.assert_allclose(S.ties(tasks, w, d), reference([top_k(t, d) for t in tasks]), atol=1e-12)
+    masks = [rng.random(t.shape) < 0.6 for t in tasks]
+    np.testing.assert_allclose(
+        S.dare_ties(tasks, w, 0.6, masks=masks),
+        reference([t * m / 0.6 for t, m in zip(tasks, masks, strict=True)]),
+        atol=1e-12,
+    )
+    f32 = [t.astype(np.float32) for t in tasks]
+    assert S.ties(f32, w, 0.5).dtype == np.float32
+    np.testing.assert_allclose(S.ties(f32, w, 0.5), S.ties(tasks, w, 0.5), atol=1e-5)
+    one = S.dare_ties(f32, w, 0.5, rng=np.random.default_rng(1))
+    assert one.dtype == np.float32
+    np.testing.assert_array_equal(one, S.dare_ties(f32, w, 0.5, rng=np.random.default_rng(1)))
+    kept = np.mean(S.dare_linear([np.ones((300, 300))], [1.0], 0.25, rng=np.random.default_rng(2)) != 0)
+    assert kept == pytest.approx(0.25, abs=0.01)
+
+
+def test_randomized_svd_on_float32_keeps_its_accuracy():
+    from gradience.spectral.randomized import randomized_svd
+
+    rng = np.random.default_rng(3)
+    u, v = _orth(rng, 300, 60), _orth(rng, 200, 60)
+    s = 0.8 ** np.arange(60)
+    m = (u * s) @ v.T
+    svd = randomized_svd(m.astype(np.float32), 20, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(svd.s, s[:20], rtol=1e-4)
+    err = np.linalg.norm(m - (svd.u * svd.s) @ svd.vt)
+    assert err <= 1.02 * np.sqrt(np.sum(s[20:] ** 2))
+
+
+def test_merge_streams_layers_and_writes_atomically(tmp_path, monkeypatch):
+    """Every layer's factors are final as it is merged (alpha = rank per layer, so PEFT's
+    scale is 1), ranks that differ go to rank_pattern and alpha_pattern alike, and a merge
+    that fails midway leaves no adapter and no temporary files behind."""
+    from gradience.adapters import write as W
+    from gradience.merge import execute as E
+
+    x, y = _pair(tmp_path, "orthogonal")
+    res = merge([x, y], tmp_path / "m", strategy="linear", energy=1.0, max_rank=12)
+    cfg = json.loads((tmp_path / "m" / "adapter_config.json").read_text())
+    assert cfg["lora_alpha"] == cfg["r"] and cfg["rank_pattern"] == {}
+    for lm in res.layers:
+        want = 0.5 * _dense(x, lm.name) + 0.5 * _dense(y, lm.name)
+        assert np.linalg.norm(_dense(tmp_path / "m", lm.name) - want) <= (
+            lm.residual + 1e-6
+        ) * np.linalg.norm(want)
+    plan = {"schema": "gradience.merge_plan/v1", "default": {"strategy": "linear", "weights": [0.5, 0.5]},
+            "layers": {"m.0.v_proj": {"strategy": "ties", "weights": [0.5, 0.5], "density": 0.5}}}  # fmt: skip
+    ks = {lm.name: lm.rank for lm in merge([x, y], tmp_path / "p", plan=plan, energy=0.9).layers}
+    assert ks["m.0.v_proj"] != ks["m.0.q_proj"] == ks["m.1.q_proj"]
+    cfg = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    assert cfg["r"] == cfg["lora_alpha"] == ks["m.0.q_proj"]
+    assert cfg["rank_pattern"] == {"m.0.v_proj": ks["m.0.v_proj"]}
+    assert cfg["alpha_pattern"] == {"m.0.v_proj": float(ks["m.0.v_proj"])}
+    seen = []
+    real_add = W.PeftAdapterWriter.add
+
+    def add_then_fail(self, name, arr):
+        real_add(self, name, arr)
+        seen.append(name)
+        if len(seen) == 3:
+            raise RuntimeError("crash")
+
+    monkeypatch.setattr(W.PeftAdapterWriter, "add", add_then_fail)
+    with pytest.raises(RuntimeError):
+        E.merge([x, y], tmp_path / "crash", strategy="linear")
+    assert not (tmp_path / "crash").exists()
+    seen.clear()
+    before = [(tmp_path / "m" / f).read_bytes() for f in ("adapter_config.json", "adapter_model.safetensors")]
+    with pytest.raises(RuntimeError):
+        E.merge([x, y], tmp_path / "m", strategy="linear", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert [
+        (tmp_path / "m" / f).read_bytes() for f in ("adapter_config.json", "adapter_model.safetensors")
+    ] == before
+
+
+def test_safetensors_writer_streams_the_same_file_as_write_safetensors(tmp_path):
+    from gradience.adapters.safetensors_io import SafetensorsWriter, write_safetensors
+
+    rng = np.random.default_rng(0)
+    arrays = {"a": rng.standard_normal((3, 4)).astype(np.float32), "b": np.arange(5, dtype=np.int64),
+              "c": ("BF16", (2,), b"\x80\x3f\x00\x40")}  # fmt: skip
+    write_safetensors(tmp_path / "one.safetensors", arrays, metadata={"format": "pt"})
+    with SafetensorsWriter(tmp_path / "two.safetensors", metadata={"format": "pt"}) as w:
+        for name, value in arrays.items():
+            w.add(name, value)
+        assert not (tmp_path / "two.safetensors").exists()
+    assert (tmp_path / "one.safetensors").read_bytes() == (tmp_path / "two.safetensors").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.safetensors", "two.safetensors"]
+    with SafetensorsFile(tmp_path / "two.safetensors") as f:
+        np.testing.assert_array_equal(f.read("a"), arrays["a"])
+        np.testing.assert_array_equal(f.read("c"), [1.0, 2.0])

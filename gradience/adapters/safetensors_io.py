@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ __all__ = [
     "DTYPES",
     "MAX_HEADER_BYTES",
     "SafetensorsFile",
+    "SafetensorsWriter",
     "TensorInfo",
     "bf16_bits_to_float32",
     "decode",
@@ -243,6 +245,38 @@ class SafetensorsFile:
         return np.frombuffer(self.read_raw(name), dtype=DTYPES[info.dtype][0]).reshape(info.shape), info.dtype
 
 
+def _raw_entry(
+    value: np.ndarray | tuple[str, tuple[int, ...], bytes | Callable[[], bytes]],
+) -> tuple[str, tuple[int, ...], bytes | memoryview | Callable[[], bytes]]:
+    """``(dtype, shape, raw)`` of a value; arrays give a view of their bytes, not a copy."""
+    if isinstance(value, tuple):
+        dtype, shape, raw = value
+    else:
+        arr = np.ascontiguousarray(value)
+        dtype = _numpy_to_st(arr.dtype)
+        arr = np.ascontiguousarray(arr.astype(DTYPES[dtype][0], copy=False))
+        shape, raw = tuple(arr.shape), memoryview(arr.reshape(-1)).cast("B")
+    return dtype, tuple(int(d) for d in shape), raw
+
+
+def _header_blob(
+    entries: list[tuple[str, str, tuple[int, ...]]], metadata: Mapping[str, str] | None
+) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    spans: dict[str, tuple[int, int]] = {}
+    offset = 0
+    for name, dtype, shape in entries:
+        size = math.prod(shape) * DTYPES[dtype][1]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        spans[name] = (offset, offset + size)
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob, spans
+
+
 def write_safetensors(
     path: str | Path,
     tensors: Mapping[str, np.ndarray | tuple[str, tuple[int, ...], bytes | Callable[[], bytes]]],
@@ -254,45 +288,90 @@ def write_safetensors(
     Values are numpy arrays (float64/32/16 and integer types) or ``(dtype, shape, raw)``
     tuples, which is how BF16 and pass-through tensors are written without re-encoding;
     ``raw`` may be a callable returning the bytes, so large pass-through tensors are read
-    only while they are written.
+    only while they are written. Arrays are written from their own memory (no byte copy).
+    To write tensors as they are produced, without holding them all, use
+    :class:`SafetensorsWriter`.
     """
-    entries: list[tuple[str, str, tuple[int, ...], bytes | Callable[[], bytes]]] = []
-    for name, value in tensors.items():
-        if isinstance(value, tuple):
-            dtype, shape, raw = value
-        else:
-            arr = np.ascontiguousarray(value)
-            dtype = _numpy_to_st(arr.dtype)
-            shape, raw = tuple(arr.shape), arr.astype(DTYPES[dtype][0], copy=False).tobytes()
-        entries.append((name, dtype, tuple(int(d) for d in shape), raw))
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    offset = 0
-    for name, dtype, shape, _ in entries:
-        size = math.prod(shape) * DTYPES[dtype][1]
-        header[name] = {
-            "dtype": dtype,
-            "shape": list(shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
+    entries = [(name, *_raw_entry(value)) for name, value in tensors.items()]
+    head, spans = _header_blob([(n, d, s) for n, d, s, _ in entries], metadata)
     tmp = Path(path).with_name(Path(path).name + ".partial")
     try:
         with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
+            f.write(head)
             for name, _, _, raw in entries:
                 data = raw() if callable(raw) else raw
-                start, end = header[name]["data_offsets"]  # type: ignore[index]
+                start, end = spans[name]
                 if len(data) != end - start:
                     raise ValueError(f"tensor {name!r}: {len(data)} bytes, expected {end - start}")
                 f.write(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class SafetensorsWriter:
+    """Write a safetensors file tensor by tensor, holding none of them.
+
+    Each :meth:`add` appends the tensor's bytes to a temporary data file next to ``path``
+    (``<name>.data.partial``) and records its offsets; :meth:`finish` writes the header and
+    then copies the data over into ``<name>.partial``, which replaces ``path`` atomically.
+    Until then ``path`` is untouched; :meth:`abort` (or leaving a ``with`` block by an
+    exception) removes the temporary files. Memory: one tensor plus a copy buffer.
+    """
+
+    COPY_CHUNK = 8 << 20
+
+    def __init__(self, path: str | Path, *, metadata: Mapping[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.metadata = dict(metadata) if metadata else None
+        self._data_path = self.path.with_name(self.path.name + ".data.partial")
+        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._entries: list[tuple[str, str, tuple[int, ...]]] = []
+        self._names: set[str] = set()
+        self._data = open(self._data_path, "wb")  # noqa: SIM115 - closed by finish/abort
+
+    def __enter__(self) -> SafetensorsWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._data.closed:
+            self.finish()
+
+    def add(
+        self, name: str, value: np.ndarray | tuple[str, tuple[int, ...], bytes | Callable[[], bytes]]
+    ) -> None:
+        """Append one tensor (an array or a ``(dtype, shape, raw)`` tuple, as for
+        :func:`write_safetensors`)."""
+        if name in self._names:
+            raise ValueError(f"tensor {name!r} was already written")
+        dtype, shape, raw = _raw_entry(value)
+        data = raw() if callable(raw) else raw
+        expected = math.prod(shape) * DTYPES[dtype][1]
+        if len(data) != expected:
+            raise ValueError(f"tensor {name!r}: {len(data)} bytes, expected {expected}")
+        self._data.write(data)
+        self._entries.append((name, dtype, shape))
+        self._names.add(name)
+
+    def finish(self) -> None:
+        """Write header + data to ``path``, atomically, and remove the temporary files."""
+        try:
+            self._data.close()
+            head, _ = _header_blob(self._entries, self.metadata)
+            with open(self._tmp, "wb") as f, open(self._data_path, "rb") as src:
+                f.write(head)
+                shutil.copyfileobj(src, f, self.COPY_CHUNK)
+            os.replace(self._tmp, self.path)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``path`` is left as it was."""
+        self._data.close()
+        self._tmp.unlink(missing_ok=True)
+        self._data_path.unlink(missing_ok=True)
 
 
 def _numpy_to_st(dtype: np.dtype) -> str:

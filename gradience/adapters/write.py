@@ -12,9 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from gradience.adapters.safetensors_io import float32_to_bf16_bits, write_safetensors
+from gradience.adapters.safetensors_io import SafetensorsWriter, float32_to_bf16_bits, write_safetensors
 
-__all__ = ["OUT_DTYPES", "encode", "lora_factors", "most_common_rank", "write_peft_adapter"]
+__all__ = [
+    "OUT_DTYPES",
+    "PeftAdapterWriter",
+    "encode",
+    "lora_factors",
+    "most_common_rank",
+    "write_peft_adapter",
+]
 
 OUT_DTYPES: dict[str, Any] = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64}
 CONFIG_NAME = "adapter_config.json"
@@ -47,6 +54,46 @@ def write_peft_adapter(out: Path, tensors: Mapping[str, Any], config: Mapping[st
     crash never leaves a folder PEFT would load half-written."""
     out.mkdir(parents=True, exist_ok=True)
     write_safetensors(out / WEIGHTS_NAME, tensors, metadata={"format": "pt"})
+    _write_config(out, config)
+
+
+def _write_config(out: Path, config: Mapping[str, Any]) -> None:
     tmp = out / (CONFIG_NAME + ".partial")
     tmp.write_text(json.dumps(dict(config), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out / CONFIG_NAME)
+
+
+class PeftAdapterWriter:
+    """Stream a PEFT adapter to ``out``: tensors as they are produced (each encoded to
+    ``dtype`` and appended to a temporary file), then the config once it is known.
+
+    :meth:`finish` writes ``adapter_model.safetensors`` then ``adapter_config.json``, each
+    atomically, as :func:`write_peft_adapter` does; before that nothing in ``out`` changes
+    but the temporary ``*.partial`` files, which :meth:`abort` (or an exception in a
+    ``with`` block) removes. Memory: one tensor at a time.
+    """
+
+    def __init__(self, out: Path, dtype: str = "F32") -> None:
+        if dtype not in OUT_DTYPES:
+            raise ValueError(f"unknown output dtype {dtype!r}; choose from {', '.join(OUT_DTYPES)}")
+        self.out = Path(out)
+        self.dtype = dtype
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._weights = SafetensorsWriter(self.out / WEIGHTS_NAME, metadata={"format": "pt"})
+
+    def __enter__(self) -> PeftAdapterWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def add(self, name: str, x: np.ndarray) -> None:
+        self._weights.add(name, encode(x, self.dtype))
+
+    def finish(self, config: Mapping[str, Any]) -> None:
+        self._weights.finish()
+        _write_config(self.out, config)
+
+    def abort(self) -> None:
+        self._weights.abort()

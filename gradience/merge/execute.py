@@ -9,6 +9,7 @@ does not grow with the number of layers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -22,10 +23,10 @@ import numpy as np
 from gradience.adapters.config import exact_pattern
 from gradience.adapters.layout import LoraLayer
 from gradience.adapters.load import CONFIG_NAME, Adapter, load_adapter
-from gradience.adapters.write import encode, lora_factors, most_common_rank, write_peft_adapter
+from gradience.adapters.write import PeftAdapterWriter, lora_factors, most_common_rank
 from gradience.errors import ConfigError, UnsupportedAdapterError, UsageError
 from gradience.merge.recommend import PLAN_SCHEMA
-from gradience.merge.strategies import get_strategy
+from gradience.merge.strategies import BLOCK, get_strategy
 from gradience.spectral.factored import svd_qr
 from gradience.spectral.metrics import energy_rank
 from gradience.spectral.randomized import randomized_svd
@@ -183,81 +184,108 @@ def _merge(adapters: list[Adapter], out: Path, plan, energy, max_rank, seed, dty
     names = list(dict.fromkeys(x.name for ad in adapters for x in ad.layers))
     mask_rng = np.random.default_rng([seed, 0])  # DARE drop masks, layer after layer
     svd_rng = np.random.default_rng([seed, 1])  # randomized SVD sketches
-    tensors: dict[str, Any] = {}
     ranks: dict[str, int] = {}
     reports = []
-    pending: list[tuple[str, LoraLayer, np.ndarray, np.ndarray, np.ndarray]] = []
-    for step, name in enumerate(names):
-        present = [i for i in range(len(adapters)) if name in index[i]]
-        layers = [index[i][name] for i in present]
-        shapes = {(x.out_features, x.in_features, x.kind) for x in layers}
-        if len(shapes) > 1:
-            from gradience.errors import AdapterFormatError
+    created = not out.exists()
+    try:
+        with PeftAdapterWriter(out, dtype) as writer:
+            for step, name in enumerate(names):
+                layer, k, lm, a_new, b_new = _merge_layer(adapters, index, name, plan, energy, max_rank,
+                                                         mask_rng, svd_rng)  # fmt: skip
+                ranks[name] = k
+                reports.append(lm)
+                # Scale-free factors (B·A is the merged update): each layer's alpha is set to
+                # its rank below, so PEFT's scale α/r is 1 and the bytes are final right away.
+                a_key = f"base_model.model.{name}.lora_{'embedding_' if layer.kind == 'embedding' else ''}A"
+                b_key = a_key[:-1] + "B"
+                if layer.kind != "embedding":
+                    a_key, b_key = a_key + ".weight", b_key + ".weight"
+                writer.add(a_key, a_new.reshape((k, *layer.a_shape[1:])))
+                writer.add(b_key, b_new.reshape((layer.b_shape[0], k, *layer.b_shape[2:])))
+                del a_new, b_new
+                if progress is not None:
+                    progress(step + 1, len(names))
+            config = _output_config(adapters, names, ranks, warnings)
+            writer.finish(config)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if the failed merge left it empty
+        raise
+    return MergeResult(out, tuple(reports), config, tuple(warnings))
 
-            raise AdapterFormatError(f"layer {name} has different shapes across the adapters; cannot merge")
-        spec = plan["layers"].get(name, plan["default"])
-        strategy = get_strategy(spec.get("strategy", "linear"))
-        w_all = spec.get("weights", plan["default"]["weights"])
-        d = float(spec.get("density", 1.0)) if strategy.uses_density else 1.0
-        cf = spec.get("compress_first") or {}
-        parts = [
-            _truncated(adapters[i], index[i][name], cf.get("ab"[i]) if len(adapters) == 2 else None)
-            for i in present
-        ]
-        w = [float(w_all[i]) for i in present]
-        cap = max_rank or sum(a.shape[0] for a, _, _ in parts)
-        cap = min(cap, layers[0].out_features, layers[0].in_features)
-        if not strategy.dense:
-            b_cat = np.hstack([wi * s * b for wi, (_, b, s) in zip(w, parts, strict=True)])
-            a_cat = np.vstack([a for a, _, _ in parts])
-            svd = svd_qr(a_cat, b_cat, 1.0)
-            total = float(np.dot(svd.s, svd.s))
-            k = max(
-                1, min(cap, energy_rank(svd.s, energy) if energy < 1 else int(np.count_nonzero(svd.s > 0)))
-            )
-        else:
-            tasks = [(s * b) @ a for a, b, s in parts]
-            merged = strategy.rule(tasks, w, d, mask_rng)
-            total = float(np.sum(merged * merged))
-            svd = randomized_svd(merged, cap, rng=svd_rng)
-            k = max(
-                1,
-                min(
-                    cap,
-                    energy_rank(np.append(svd.s, math.sqrt(max(0.0, total - float(svd.s @ svd.s)))), energy),
-                ),
-            )
-            k = min(k, svd.s.size)
-        kept = float(np.dot(svd.s[:k], svd.s[:k]))
-        residual = math.sqrt(max(0.0, total - kept) / total) if total > 0 else 0.0
-        layer = layers[0]
-        ranks[name] = k
-        pending.append((name, layer, svd.u[:, :k], svd.s[:k], svd.vt[:k]))
-        reports.append(LayerMerge(name, strategy.name, tuple(w), d, k, residual))
-        if progress is not None:
-            progress(step + 1, len(names))
+
+def _merge_layer(adapters, index, name, plan, energy, max_rank, mask_rng, svd_rng):
+    """Merge one layer: (layer, output rank k, report, A [k, in], B [out, k]) with B·A the
+    merged update (truncated to rank k)."""
+    present = [i for i in range(len(adapters)) if name in index[i]]
+    layers = [index[i][name] for i in present]
+    shapes = {(x.out_features, x.in_features, x.kind) for x in layers}
+    if len(shapes) > 1:
+        from gradience.errors import AdapterFormatError
+
+        raise AdapterFormatError(f"layer {name} has different shapes across the adapters; cannot merge")
+    spec = plan["layers"].get(name, plan["default"])
+    strategy = get_strategy(spec.get("strategy", "linear"))
+    w_all = spec.get("weights", plan["default"]["weights"])
+    d = float(spec.get("density", 1.0)) if strategy.uses_density else 1.0
+    cf = spec.get("compress_first") or {}
+    parts = [
+        _truncated(adapters[i], index[i][name], cf.get("ab"[i]) if len(adapters) == 2 else None)
+        for i in present
+    ]
+    w = [float(w_all[i]) for i in present]
+    cap = max_rank or sum(a.shape[0] for a, _, _ in parts)
+    cap = min(cap, layers[0].out_features, layers[0].in_features)
+    if not strategy.dense:
+        b_cat = np.hstack([wi * s * b for wi, (_, b, s) in zip(w, parts, strict=True)])
+        a_cat = np.vstack([a for a, _, _ in parts])
+        svd = svd_qr(a_cat, b_cat, 1.0)
+        total = float(np.dot(svd.s, svd.s))
+        k = max(1, min(cap, energy_rank(svd.s, energy) if energy < 1 else int(np.count_nonzero(svd.s > 0))))
+    else:
+        # float32 task vectors and merge (the rules work in blocks); sums of squares in float64
+        tasks = [(s * b).astype(np.float32) @ a.astype(np.float32) for a, b, s in parts]
+        del parts
+        merged = strategy.rule(tasks, w, d, mask_rng)
+        del tasks
+        total = _sum_squares(merged)
+        svd = randomized_svd(merged, cap, rng=svd_rng)
+        del merged
+        tail = math.sqrt(max(0.0, total - float(svd.s @ svd.s)))
+        k = max(1, min(cap, energy_rank(np.append(svd.s, tail), energy)))
+        k = min(k, svd.s.size)
+    kept = float(np.dot(svd.s[:k], svd.s[:k]))
+    residual = math.sqrt(max(0.0, total - kept) / total) if total > 0 else 0.0
+    a_new, b_new = lora_factors(svd.u[:, :k], svd.s[:k], svd.vt[:k], 1.0)
+    return layers[0], k, LayerMerge(name, strategy.name, tuple(w), d, k, residual), a_new, b_new
+
+
+def _sum_squares(x: np.ndarray) -> float:
+    """‖x‖²_F accumulated in float64, a block at a time."""
+    flat = x.reshape(-1)
+    total = 0.0
+    for start in range(0, flat.size, BLOCK):
+        c = flat[start : start + BLOCK].astype(np.float64)
+        total += float(c @ c)
+    return total
+
+
+def _output_config(adapters, names, ranks, warnings) -> dict[str, Any]:
+    """PEFT config: ``r`` the most common rank, others in ``rank_pattern``; every layer's
+    alpha equals its rank (``lora_alpha = r``, ``alpha_pattern`` = ``rank_pattern``), so
+    each scale α/r is 1 and the stored factors are the merged update as they are."""
     default_r = most_common_rank(ranks)
-    alpha = float(default_r)
-    for name, layer, u, s, vt in pending:
-        k = s.size
-        a_new, b_new = lora_factors(u, s, vt, alpha / k)
-        a_shape = (k, *layer.a_shape[1:])
-        b_shape = (layer.b_shape[0], k, *layer.b_shape[2:])
-        a_key = f"base_model.model.{name}.lora_{'embedding_' if layer.kind == 'embedding' else ''}A"
-        b_key = a_key[:-1] + "B"
-        if layer.kind != "embedding":
-            a_key, b_key = a_key + ".weight", b_key + ".weight"
-        tensors[a_key] = encode(a_new.reshape(a_shape), dtype)
-        tensors[b_key] = encode(b_new.reshape(b_shape), dtype)
+    others = {n: k for n, k in ranks.items() if k != default_r}
     config = dict(adapters[0].config.raw)
     if any(ad.config.modules_to_save for ad in adapters):
         warnings.append(
             "modules_to_save tensors are not merged; the merged adapter leaves those modules as in the base"
         )
     config.update(
-        peft_type="LORA", r=default_r, lora_alpha=alpha, use_rslora=False, use_dora=False,
-        rank_pattern=exact_pattern({n: k for n, k in ranks.items() if k != default_r}, names),
-        alpha_pattern={}, modules_to_save=None,
+        peft_type="LORA", r=default_r, lora_alpha=float(default_r), use_rslora=False, use_dora=False,
+        rank_pattern=exact_pattern(others, names),
+        alpha_pattern=exact_pattern({n: float(k) for n, k in others.items()}, names), modules_to_save=None,
         target_modules=sorted({n.rsplit(".", 1)[-1] for n in names}),
     )  # fmt: skip
     for key in (
@@ -272,5 +300,4 @@ def _merge(adapters: list[Adapter], out: Path, plan, energy, max_rank, seed, dty
         "total_step",
     ):
         config.pop(key, None)
-    write_peft_adapter(out, tensors, config)
-    return MergeResult(out, tuple(reports), config, tuple(warnings))
+    return config

@@ -4,11 +4,16 @@
 entry, so they take the dense task vectors of one layer — the same definitions as
 ``peft.utils.merge_utils`` (TIES: Yadav et al. 2023; DARE: Yu et al. 2023), which the tests
 check against with the same DARE masks injected.
+
+The entry-wise rules keep the dtype they are given (float64 in the tests, float32 in
+``gradience merge``) and work in flat blocks of ``BLOCK`` entries after one whole-tensor
+step (TIES' magnitude threshold, one selection per task), so their temporaries are a few
+MB whatever the layer's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,28 +21,52 @@ import numpy as np
 from gradience.errors import UsageError
 
 __all__ = [
+    "BLOCK",
     "MergeStrategy",
     "available_strategies",
     "dare_linear",
     "dare_ties",
     "get_strategy",
     "magnitude_prune",
+    "magnitude_threshold",
     "random_prune",
     "ties",
 ]
 
+#: Entries per block of the entry-wise rules (1 MiB of float32).
+BLOCK = 1 << 18
+_U32 = float(1 << 32)
+
+
+def magnitude_threshold(x: np.ndarray, density: float) -> float | None:
+    """The ``k``-th largest ``|x|``, ``k = int(density·n)`` — the count PEFT's top-k keeps.
+
+    Keeping ``|x| ≥ threshold`` keeps exactly that top-k when no other entry ties with the
+    threshold. ``None`` means keep everything (``density ≥ 1``), ``inf`` keep nothing
+    (``k = 0``). One selection on a copy of ``|x|``, in ``x``'s dtype.
+    """
+    n = x.size
+    k = int(density * n)
+    if density >= 1 or k >= n:
+        return None
+    if k <= 0:
+        return float("inf")
+    mags = np.abs(x.reshape(-1))
+    mags.partition(n - k)
+    return float(mags[n - k])
+
 
 def magnitude_prune(x: np.ndarray, density: float) -> np.ndarray:
     """Keep the ``int(density·n)`` largest-magnitude entries, zero the rest."""
-    if density >= 1:
+    t = magnitude_threshold(x, density)
+    if t is None:
         return x
-    k = int(density * x.size)
-    flat = x.reshape(-1)
-    out = np.zeros_like(flat)
-    if k > 0:
-        keep = np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :]
-        out[keep] = flat[keep]
-    return out.reshape(x.shape)
+    return x * (np.abs(x) >= t)
+
+
+def _keep_mask(n: int, density: float, rng: np.random.Generator) -> np.ndarray:
+    """Bernoulli(density) draws from 32 random bits each (P off by < 2⁻³²)."""
+    return rng.integers(0, 1 << 32, n, dtype=np.uint32) < np.uint32(min(round(density * _U32), (1 << 32) - 1))
 
 
 def random_prune(
@@ -46,34 +75,97 @@ def random_prune(
     """DARE: keep each entry with probability ``density`` and rescale survivors by 1/density."""
     if density >= 1:
         return x
-    keep = mask if mask is not None else rng.random(x.shape) < density
+    keep = mask if mask is not None else _keep_mask(x.size, density, rng).reshape(x.shape)
     return x * keep / density
 
 
-def _elect_and_merge(tasks: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Sign election on the (pruned, unweighted) sum, then the mean of the weighted entries
-    that agree with it — the disjoint merge of TIES."""
-    signs = np.sign(tasks)
-    majority = np.where(tasks.sum(axis=0) >= 0, 1.0, -1.0)
-    agree = signs == majority
-    weighted = tasks * weights.reshape((-1,) + (1,) * (tasks.ndim - 1))
-    count = np.maximum(agree.sum(axis=0), 1)
-    return (weighted * agree).sum(axis=0) / count
+def _blocks(n: int) -> Iterator[slice]:
+    for start in range(0, n, BLOCK):
+        yield slice(start, min(n, start + BLOCK))
+
+
+def _flat(tasks: Sequence[np.ndarray]) -> tuple[list[np.ndarray], tuple[int, ...], np.dtype]:
+    shapes = {t.shape for t in tasks}
+    if len(shapes) != 1:
+        raise ValueError(f"task vectors differ in shape: {sorted(shapes)}")
+    dtype = np.result_type(*tasks)
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(np.float64)
+    return [np.ascontiguousarray(t, dtype=dtype).reshape(-1) for t in tasks], tasks[0].shape, dtype
+
+
+def _elect_block(pruned: list[np.ndarray], weights: Sequence[float], out: np.ndarray) -> None:
+    """TIES' sign election and disjoint merge on one block, into ``out``: the majority sign
+    of the (pruned, unweighted) sum, then the sum of the weighted entries that agree with it
+    over their count — ``Σ wᵢ·pᵢ·[sign pᵢ = m] / max(Σ [sign pᵢ = m], 1)``."""
+    sgn = pruned[0].copy()
+    for p in pruned[1:]:
+        sgn += p
+    # m = +1 where the sum is ≥ 0, else −1; a sum is −0.0 only when every term is ±0 (nothing to elect)
+    np.copysign(1.0, sgn, out=sgn)
+    acc = np.zeros_like(sgn)
+    cnt = np.zeros_like(sgn)
+    q = np.empty_like(sgn)
+    for w, p in zip(weights, pruned, strict=True):
+        np.multiply(p, sgn, out=q)  # > 0 exactly where sign(p) = m
+        cnt += q > 0
+        np.maximum(q, 0, out=q)
+        q *= w
+        acc += q
+    np.maximum(cnt, 1, out=cnt)
+    acc *= sgn  # back to the majority sign: m·max(p·m, 0) = p where it agrees
+    np.divide(acc, cnt, out=out)
+
+
+def _merge(
+    tasks: Sequence[np.ndarray],
+    weights: Sequence[float],
+    prune: Callable[[int, slice, np.ndarray], np.ndarray],
+    elect: bool,
+) -> np.ndarray:
+    flat, shape, dtype = _flat(tasks)
+    w = [float(x) for x in weights]
+    out = np.empty(flat[0].size, dtype=dtype)
+    for sl in _blocks(out.size):
+        pruned = [prune(i, sl, t[sl]) for i, t in enumerate(flat)]
+        if elect:
+            _elect_block(pruned, w, out[sl])
+        else:
+            acc = out[sl]
+            np.multiply(pruned[0], w[0], out=acc)
+            for wi, p in zip(w[1:], pruned[1:], strict=True):
+                p *= wi
+                acc += p
+    return out.reshape(shape)
 
 
 def ties(tasks: Sequence[np.ndarray], weights: Sequence[float], density: float) -> np.ndarray:
-    pruned = np.stack([magnitude_prune(t, density) for t in tasks])
-    return _elect_and_merge(pruned, np.asarray(weights, dtype=pruned.dtype))
+    thresholds = [magnitude_threshold(np.asarray(t), density) for t in tasks]
+
+    def prune(i: int, sl: slice, x: np.ndarray) -> np.ndarray:
+        t = thresholds[i]
+        return x.copy() if t is None else x * (np.abs(x) >= t)
+
+    return _merge(tasks, weights, prune, elect=True)
 
 
-def _dare_pruned(
-    tasks: Sequence[np.ndarray],
-    density: float,
-    masks: Sequence[np.ndarray] | None,
-    rng: np.random.Generator | None,
-) -> np.ndarray:
+def _dare_prune(
+    density: float, masks: Sequence[np.ndarray] | None, rng: np.random.Generator | None
+) -> Callable[[int, slice, np.ndarray], np.ndarray]:
+    """Masks come from ``masks`` (one per task, any shape of the task's size) or are drawn
+    from ``rng`` block by block, task after task within a block: reproducible for a seed."""
     rng = rng or np.random.default_rng(0)
-    return np.stack([random_prune(t, density, masks[i] if masks else None, rng) for i, t in enumerate(tasks)])
+    flat_masks = [np.asarray(m).reshape(-1) for m in masks] if masks else None
+
+    def prune(i: int, sl: slice, x: np.ndarray) -> np.ndarray:
+        if density >= 1:
+            return x.copy()
+        keep = flat_masks[i][sl] if flat_masks is not None else _keep_mask(x.size, density, rng)
+        out = x * keep
+        out /= density
+        return out
+
+    return prune
 
 
 def dare_linear(
@@ -84,8 +176,7 @@ def dare_linear(
     masks: Sequence[np.ndarray] | None = None,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    pruned = _dare_pruned(tasks, density, masks, rng)
-    return np.tensordot(np.asarray(weights, dtype=pruned.dtype), pruned, axes=1)
+    return _merge(tasks, weights, _dare_prune(density, masks, rng), elect=False)
 
 
 def dare_ties(
@@ -96,8 +187,7 @@ def dare_ties(
     masks: Sequence[np.ndarray] | None = None,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    pruned = _dare_pruned(tasks, density, masks, rng)
-    return _elect_and_merge(pruned, np.asarray(weights, dtype=pruned.dtype))
+    return _merge(tasks, weights, _dare_prune(density, masks, rng), elect=True)
 
 
 @dataclass(frozen=True)
