@@ -498,11 +498,9 @@ def render_markdown(
 # --------------------------------------------------------------------------- main
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description="Side-by-side whole-process benchmark: gradience audit vs a numpy yardstick vs 0.11.",
-    )
-    p.add_argument("--repeat", type=int, default=3, help="timed rounds (default 3)")
+def add_common_arguments(p: argparse.ArgumentParser, *, repeat_help: str, results_name: str) -> None:
+    """The options every side-by-side benchmark shares (bench_merge.py uses them too)."""
+    p.add_argument("--repeat", type=int, default=3, help=repeat_help)
     p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where adapters are cached")
     p.add_argument(
         "--v011",
@@ -512,7 +510,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "created if missing)",
     )
     p.add_argument("--skip-011", action="store_true", help="do not run gradience 0.11")
-    p.add_argument("--only", choices=sorted(VARIANTS), help="run one adapter variant only")
     p.add_argument(
         "--gradience",
         default=str(Path(sys.executable).parent / "gradience"),
@@ -524,13 +521,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help=f"set {', '.join(THREAD_VARS)} to N in every child; 0 leaves the environment alone (default 1)",
     )
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="where audit.json/audit.md go")
-    args = p.parse_args(argv)
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"where {results_name} go")
+
+
+def check_common_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     if args.repeat < 1:
         p.error("--repeat must be ≥ 1")
     if args.blas_threads < 0:
         p.error("--blas-threads must be ≥ 0")
     return args
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Side-by-side whole-process benchmark: gradience audit vs a numpy yardstick vs 0.11.",
+    )
+    add_common_arguments(p, repeat_help="timed rounds (default 3)", results_name="audit.json/audit.md")
+    p.add_argument("--only", choices=sorted(VARIANTS), help="run one adapter variant only")
+    return check_common_arguments(p, p.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

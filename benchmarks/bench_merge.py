@@ -75,15 +75,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_audit import (  # benchmarks/ is not a package: found via sys.path
-    DEFAULT_WORKDIR,
     MODULES,
-    RESULTS_DIR,
     SEED,
     SYSTEM_V011,
     THREAD_VARS,
     VARIANTS,
     Cell,
     Run,
+    add_common_arguments,
+    check_common_arguments,
     ensure_adapter,
     ensure_v011,
     machine_info,
@@ -335,35 +335,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Whole-process benchmark: gradience merge-audit vs 0.11, and gradience merge "
         "(linear, TIES, DARE-TIES) time and peak RSS.",
     )
-    p.add_argument("--repeat", type=int, default=3, help="timed merge-audit rounds (default 3)")
-    p.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where adapters are cached")
-    p.add_argument(
-        "--v011",
-        type=Path,
-        default=None,
-        help=f"venv with gradience 0.11.0 (default {SYSTEM_V011} if present, else WORKDIR/venv-011; "
-        "created if missing)",
+    add_common_arguments(
+        p, repeat_help="timed merge-audit rounds (default 3)", results_name="merge.json/merge.md"
     )
-    p.add_argument("--skip-011", action="store_true", help="do not run gradience 0.11")
     p.add_argument("--skip-dense", action="store_true", help="skip the TIES and DARE-TIES merges")
-    p.add_argument(
-        "--gradience",
-        default=str(Path(sys.executable).parent / "gradience"),
-        help="the gradience executable under test (default: next to this Python)",
-    )
-    p.add_argument(
-        "--blas-threads",
-        type=int,
-        default=1,
-        help=f"set {', '.join(THREAD_VARS)} to N in every child; 0 leaves the environment alone (default 1)",
-    )
-    p.add_argument("--results", type=Path, default=RESULTS_DIR, help="where merge.json/merge.md go")
-    args = p.parse_args(argv)
-    if args.repeat < 1:
-        p.error("--repeat must be ≥ 1")
-    if args.blas_threads < 0:
-        p.error("--blas-threads must be ≥ 0")
-    return args
+    return check_common_arguments(p, p.parse_args(argv))
 
 
 def log(text: str) -> None:
