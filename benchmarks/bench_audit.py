@@ -631,12 +631,16 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "targets": targets,
     }
-    md = render_markdown(cells, ratios, targets, meta)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "audit.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (args.results / "audit.md").write_text("# gradience audit benchmark\n\n" + md)
+    return write_results(args.results, "audit", results, render_markdown(cells, ratios, targets, meta))
+
+
+def write_results(folder: Path, name: str, results: dict, md: str) -> int:
+    """Write ``<name>.json`` and ``<name>.md``, print the table; exit 1 if any target failed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    (folder / f"{name}.md").write_text(f"# gradience {name} benchmark\n\n" + md)
     print(md)
-    return 0 if all(t["result"] != "FAIL" for t in targets) else 1
+    return 0 if all(t["result"] != "FAIL" for t in results["targets"]) else 1
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ from bench_audit import (  # benchmarks/ is not a package: found via sys.path
     machine_info,
     package_versions,
     run_once,
+    write_results,
 )
 
 VARIANT = VARIANTS["r16"]
@@ -462,12 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "targets": targets,
     }
-    md = render_markdown(cells, jobs, ratios, targets, meta)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "merge.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (args.results / "merge.md").write_text("# gradience merge benchmark\n\n" + md)
-    print(md)
-    return 0 if all(t["result"] != "FAIL" for t in targets) else 1
+    return write_results(args.results, "merge", results, render_markdown(cells, jobs, ratios, targets, meta))
 
 
 if __name__ == "__main__":

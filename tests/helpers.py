@@ -90,3 +90,16 @@ def oracle_metrics(s: np.ndarray) -> dict[str, float]:
         "erank": math.exp(-float(np.sum(p * np.log(p)))),
         "erank_e": math.exp(-float(np.sum(q * np.log(q)))),
     }
+
+
+def assert_matches_oracle(row: dict[str, Any], o: dict[str, float], r: int) -> None:
+    """A layer row's metrics against :func:`oracle_metrics` of the dense SVD (1e-6 relative,
+    energy ranks exact)."""
+    import pytest
+
+    assert row["stable_rank"] == pytest.approx(o["stable_rank"], rel=1e-6), row["name"]
+    assert row["utilization"] == pytest.approx(o["stable_rank"] / r, rel=1e-6), row["name"]
+    assert row["effective_rank"] == pytest.approx(o["erank"], rel=1e-6), row["name"]
+    assert row["effective_rank_energy"] == pytest.approx(o["erank_e"], rel=1e-6), row["name"]
+    energy_ranks = (row["energy_rank_90"], row["energy_rank_95"], row["energy_rank_99"])
+    assert energy_ranks == (o["er90"], o["er95"], o["er99"]), row["name"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import dense_sigma, oracle_metrics, planted, write_adapter
+from helpers import assert_matches_oracle, dense_sigma, oracle_metrics, planted, write_adapter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -65,15 +65,7 @@ def test_audit_matches_dense_svd(tmp_path_factory, kind, seed, r, out, inp, scal
             assert row["flags"] == ["untrained"]
             assert row["stable_rank"] == 0 and row["energy_rank_90"] == 0
             continue
-        assert row["stable_rank"] == pytest.approx(o["stable_rank"], rel=1e-6)
-        assert row["utilization"] == pytest.approx(o["stable_rank"] / r, rel=1e-6)
-        assert row["effective_rank"] == pytest.approx(o["erank"], rel=1e-6)
-        assert row["effective_rank_energy"] == pytest.approx(o["erank_e"], rel=1e-6)
-        assert (row["energy_rank_90"], row["energy_rank_95"], row["energy_rank_99"]) == (
-            o["er90"],
-            o["er95"],
-            o["er99"],
-        )
+        assert_matches_oracle(row, o, r)
 
 
 @pytest.mark.parametrize("precise", [False, True])

@@ -128,7 +128,6 @@ class MergeAudit:
                     by_layer.setdefault(r.layer, []).append(r)
             for name, recs in by_layer.items():
                 v = worst([r.verdict for r in recs]) or "SAFE"
-                pick = next((r for r in recs if r.verdict == v), recs[0])
                 layers[name] = {
                     "verdict": v,
                     "strategy": STRATEGY_FOR.get(v, "linear"),
@@ -136,7 +135,6 @@ class MergeAudit:
                     "density": min(r.density for r in recs) if v != "SAFE" else 1.0,
                     "compress_first": None,
                 }
-                del pick
         return {
             "schema": PLAN_SCHEMA,
             "adapters": [a["path"] for a in self.adapters],
