@@ -18,12 +18,13 @@ import numpy as np
 
 from gradience.adapters.config import exact_pattern
 from gradience.adapters.layout import LoraLayer
-from gradience.adapters.load import Adapter, load_adapter
+from gradience.adapters.load import Adapter
+from gradience.open import OpenOptions, open_adapter, resolve_options
 from gradience.spectral import metrics as M
 from gradience.spectral.compute import layer_spectra
 from gradience.spectral.policies import get_policy
 
-__all__ = ["SCHEMA", "AdapterAudit", "LayerAudit", "audit"]
+__all__ = ["SCHEMA", "AdapterAudit", "LayerAudit", "Recommendation", "audit"]
 
 SCHEMA = "gradience.audit/v1"
 DEFAULT_POLICY = "energy@0.9"
@@ -110,6 +111,84 @@ class LayerAudit:
         if not top_k:
             row.pop("top_singular_values")
         return row
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The one rank recommendation every surface shows (terminal, JSON, Space, badge, PR
+    comments) and ``compress`` applies by default.
+
+    The uniform ``rank`` is the 90th percentile of the per-layer policy ranks over trained
+    layers, rounded up and never above the adapter's own r: 90% of the layers keep their
+    policy's energy at that rank. ``per_layer`` holds each trained layer's own policy rank
+    (capped at its r and its attainable rank); ``rank_pattern`` lists the layers whose rank
+    differs from ``rank``, keyed so that ``LoraConfig(r=rank, rank_pattern=rank_pattern)``
+    reproduces ``per_layer`` exactly. An untrained adapter gets no rank (``status`` says
+    why), never ``r=None``.
+
+    Attributes:
+        status: ``ok``, ``untrained`` (no layer carries an update) or ``invalid`` (no
+            valid layer).
+        policy: the rank policy spec behind the numbers, e.g. ``energy@0.9``.
+        rank: the uniform recommended rank, or None unless ``status == "ok"``.
+        nominal_r: the adapter's configured r (most common layer rank).
+        per_layer: layer name → recommended rank (trained layers only).
+        rank_pattern: ``LoraConfig.rank_pattern`` for ``per_layer`` given ``r=rank``.
+        reason: one sentence on where the numbers come from.
+    """
+
+    status: str
+    policy: str
+    rank: int | None
+    nominal_r: int | None
+    per_layer: dict[str, int]
+    rank_pattern: dict[str, int]
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def ratio(self) -> float | None:
+        """Recommended / nominal rank (what a compression to ``rank`` keeps)."""
+        return self.rank / self.nominal_r if self.rank is not None and self.nominal_r else None
+
+    def lora_config(self) -> str | None:
+        """A ``peft.LoraConfig(...)`` snippet, or None when there is nothing to recommend."""
+        if not self.ok:
+            return None
+        lines = ["from peft import LoraConfig", "", "config = LoraConfig(", f"    r={self.rank},"]
+        if self.rank_pattern:
+            lines.append("    rank_pattern={")
+            lines += [f"        {k!r}: {v}," for k, v in self.rank_pattern.items()]
+            lines.append("    },")
+        lines += ["    # ... your other settings (lora_alpha, target_modules, ...)", ")"]
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "policy": self.policy,
+            "rank": self.rank,
+            "nominal_r": self.nominal_r,
+            "ratio": self.ratio,
+            "per_layer": dict(self.per_layer),
+            "rank_pattern": dict(self.rank_pattern),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recommendation:
+        return cls(
+            status=d["status"],
+            policy=d["policy"],
+            rank=d.get("rank"),
+            nominal_r=d.get("nominal_r"),
+            per_layer=dict(d.get("per_layer") or {}),
+            rank_pattern=dict(d.get("rank_pattern") or {}),
+            reason=d.get("reason", ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -243,6 +322,38 @@ class AdapterAudit:
             "untrained_layers": [x.name for x in self.layers if x.valid and not x.trained],
         }
 
+    @property
+    def recommendation(self) -> Recommendation:
+        """The single recommendation (see :class:`Recommendation`) under ``self.policy``."""
+        valid = [x for x in self.layers if x.valid]
+        ranks = Counter(x.layer.r for x in self.layers)
+        nominal = max(ranks, key=lambda k: (ranks[k], k)) if ranks else None
+        trained = [x for x in valid if x.trained]
+        if not trained:
+            status = "untrained" if valid else "invalid"
+            why = (
+                "no layer carries an update (B = 0 everywhere): there is nothing to size; train the adapter first"
+                if valid
+                else "no layer could be read (NaN or Inf in every layer)"
+            )
+            return Recommendation(status, self.policy, None, nominal, {}, {}, why)
+        per_layer = {x.name: max(1, min(x.suggested_ranks[self.policy], _attainable(x))) for x in trained}
+        uniform = max(1, min(math.ceil(_pct(list(per_layer.values()), 90) - 1e-9), nominal or 1))
+        pattern = {k: v for k, v in per_layer.items() if v != uniform}
+        reason = (
+            f"{self.policy} per layer; r={uniform} is the 90th percentile over {len(trained)} trained "
+            f"layer{'s' if len(trained) != 1 else ''}, so 90% of them keep that energy"
+        )
+        return Recommendation(
+            "ok",
+            self.policy,
+            uniform,
+            nominal,
+            per_layer,
+            exact_pattern(pattern, [x.name for x in self.layers]),
+            reason,
+        )
+
     def policy_global_suggestions(self) -> dict[str, dict[str, Any]]:
         out = {}
         for spec in self.policies:
@@ -265,6 +376,7 @@ class AdapterAudit:
         d.update(self.summary())
         d["policy"] = self.policy
         d["rank_suggestions"] = self.rank_suggestions()
+        d["recommendation"] = self.recommendation.to_dict()
         d["policy_global_suggestions"] = self.policy_global_suggestions()
         d["ignored_tensors"] = list(self.ignored_tensors)
         d["warnings"] = list(self.warnings)
@@ -280,6 +392,7 @@ def audit(
     policies: Sequence[str] = (),
     precise: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    options: OpenOptions | None = None,
     **open_options: Any,
 ) -> AdapterAudit:
     """Audit the spectrum of every LoRA layer of an adapter.
@@ -290,9 +403,9 @@ def audit(
         policies: further policies to evaluate per layer (``policy_global_suggestions``).
         precise: QR route for every layer (σ to ~1e-15·σ₁) instead of float64 Grams.
         progress: ``progress(done, total)`` callback, called per layer.
-        open_options: for Hub repos — ``subfolder``, ``repo_type``, ``revision``, ``token``,
-            ``max_bytes``, ``max_bin_bytes`` and a download ``progress`` named
-            ``download_progress`` (see :func:`gradience.load_adapter`).
+        options: how to open ``source`` (token, revision, caps, timeouts; see
+            :class:`~gradience.open.OpenOptions`); ``open_options`` keywords override single
+            fields (a download progress callback is named ``download_progress`` here).
 
     Returns:
         An :class:`AdapterAudit`; ``.to_dict(layers=True)`` is the JSON report.
@@ -311,9 +424,8 @@ def audit(
     specs = _policy_specs(policy, policies)
     if isinstance(source, Adapter):
         return _audit_adapter(source, specs, precise, progress)
-    if "download_progress" in open_options:
-        open_options["progress"] = open_options.pop("download_progress")
-    with load_adapter(source, **open_options) as adapter:
+    opts = resolve_options(options, **open_options)
+    with open_adapter(source, opts) as adapter:
         return _audit_adapter(adapter, specs, precise, progress)
 
 
@@ -392,6 +504,11 @@ def _magnitude_stats(m: np.ndarray) -> dict[str, float | None]:
         "mean": float(m.mean()),
         "norm": float(np.linalg.norm(m)),
     }
+
+
+def _attainable(x: LayerAudit) -> int:
+    """The most directions a layer's update can have: min(r, out, in)."""
+    return min(x.layer.r, x.layer.out_features, x.layer.in_features)
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:

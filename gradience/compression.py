@@ -102,17 +102,19 @@ def compress(
     """
     chosen = sum([rank is not None, per_layer, policy is not None and not per_layer])
     if chosen != 1:
-        raise UsageError("choose exactly one of --rank K, --policy P or --per-layer")
+        raise UsageError("choose exactly one of a rank, a policy or per-layer ranks", param="rank")
     if rank is not None and (not isinstance(rank, int) or rank < 1):
-        raise UsageError(f"--rank must be a positive integer, got {rank!r}")
+        raise UsageError(f"rank must be a positive integer, got {rank!r}", param="rank")
     if dtype is not None and dtype.upper() not in OUT_DTYPES:
-        raise UsageError(f"unknown --dtype {dtype!r}; choose from {', '.join(OUT_DTYPES)}")
+        raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(OUT_DTYPES)}", param="dtype")
     out = Path(out_dir)
     if (out / CONFIG_NAME).exists() and not overwrite:
-        raise UsageError(f"{out} already holds an adapter; pass --overwrite to replace it")
+        raise UsageError(
+            f"{out} already holds an adapter; choose another folder or overwrite it", param="overwrite"
+        )
     with load_adapter(source) as adapter:
         if Path(adapter.path).resolve() == out.resolve():
-            raise UsageError("--out must differ from the input folder")
+            raise UsageError("the output folder must differ from the input folder", param="out")
         if adapter.config.peft_type != "LORA":
             raise UnsupportedAdapterError(
                 f"compress writes LoRA adapters; {adapter.config.peft_type} input is not supported"

@@ -18,7 +18,7 @@ from servers import hub as H
 
 import gradience
 from gradience.adapters.safetensors_io import parse_header
-from gradience.errors import AdapterNotFoundError, GradienceError, UsageError
+from gradience.errors import AdapterNotFoundError, GradienceError, TooLargeError
 from gradience.hub.errors import HubAccessError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,13 +113,16 @@ def test_bin_adapter_from_the_hub_and_its_cap(hub, corpus_dir):
     assert _without_source(remote) == _without_source(
         gradience.audit(corpus_dir / "sidkris").to_dict(layers=True)
     )
-    with pytest.raises(UsageError, match="max-bin-bytes"):
+    with pytest.raises(TooLargeError) as e:
         gradience.audit(repo.repo_id, subfolder=repo.subfolder, max_bin_bytes=1000)
+    assert (e.value.code, e.value.param, e.value.limit) == ("too_large", "max_bin_bytes", 1000)
+    assert e.value.needed > 1000 and "--" not in e.value.message
 
 
 def test_byte_cap_is_checked_before_any_tensor_is_fetched(hub):
-    with pytest.raises(UsageError, match="--max-bytes"):
+    with pytest.raises(TooLargeError) as e:
         gradience.audit(H.PADDED_REPO, max_bytes=1000)
+    assert (e.value.param, e.value.limit, e.value.repo_id) == ("max_bytes", 1000, H.PADDED_REPO)
     ranges = [r for f in hub.stats()["files"] for r in f["ranges"] if f["repo_id"] == H.PADDED_REPO]
     assert ranges and all(start < 70_000 for start, *_ in ranges)  # header reads only
 

@@ -49,5 +49,6 @@ def test_non_references(text):
 
 
 def test_bad_repo_type():
-    with pytest.raises(UsageError, match="--repo-type"):
+    with pytest.raises(UsageError, match="repo type must be model or dataset") as e:
         parse_hub_ref("a/b", repo_type="space")
+    assert e.value.param == "repo_type"

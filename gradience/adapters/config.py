@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradience.errors import ConfigError, UnsupportedAdapterError
+from gradience.errors import ConfigError, LfsPointerError, UnsupportedAdapterError
 
 __all__ = ["SUPPORTED_TYPES", "AdapterConfig", "exact_pattern", "match_pattern_key"]
 
@@ -68,7 +68,9 @@ class AdapterConfig:
         except UnicodeDecodeError as e:
             raise ConfigError("adapter_config.json is not UTF-8 text", path=path) from e
         if text.startswith("version https://git-lfs"):
-            raise ConfigError("adapter_config.json is a Git LFS pointer; run `git lfs pull`", path=path)
+            raise LfsPointerError(
+                "adapter_config.json is a Git LFS pointer; fetch the real file (git lfs pull)", path=path
+            )
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:

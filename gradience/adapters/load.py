@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,9 +13,12 @@ from gradience.adapters.config import AdapterConfig
 from gradience.adapters.layout import LoraLayer, group_layers
 from gradience.adapters.pickle_io import TorchZipFile
 from gradience.adapters.safetensors_io import SafetensorsFile, float32_to_bf16_bits
-from gradience.errors import AdapterNotFoundError
+from gradience.errors import AdapterNotFoundError, NotLoraError, NoWeightsError
 
-__all__ = ["Adapter", "Factors", "load_adapter"]
+if TYPE_CHECKING:
+    from gradience.open import OpenOptions
+
+__all__ = ["Adapter", "Factors", "load_adapter", "load_local"]
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -122,28 +126,18 @@ class Adapter:
         self.close()
 
 
-def load_adapter(
-    path: str | Path,
-    *,
-    subfolder: str | None = None,
-    repo_type: str | None = None,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    max_bytes: int | None = None,
-    max_bin_bytes: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> Adapter:
+def load_adapter(path: str | Path, options: OpenOptions | None = None, **overrides: Any) -> Adapter:
     """Open a PEFT adapter — a local folder or a Hub repo — without reading tensor bytes yet.
+
+    The same as :func:`gradience.open.open_adapter` (kept under its original name).
 
     Args:
         path: a folder with ``adapter_config.json`` and ``adapter_model.safetensors`` (or
             ``.bin``), the path of either file, or a Hub reference: ``user/repo``,
             ``user/repo@revision``, ``hf://user/repo/sub``, or a Hub web URL.
-        subfolder / repo_type / revision: select inside a Hub repo (they override what the
-            reference says).
-        token: Hub token (default: ``HF_TOKEN`` or the saved login).
-        max_bytes / max_bin_bytes: caps on what a Hub audit may download.
-        progress: ``progress(bytes_done, bytes_total)`` for Hub downloads.
+        options: an :class:`~gradience.open.OpenOptions`; keyword ``overrides`` (``token``,
+            ``revision``, ``subfolder``, ``repo_type``, ``max_bytes``, ``max_bin_bytes``,
+            ``progress``, timeouts) change single fields.
 
     Raises:
         AdapterNotFoundError: the folder, config, weights, repo or revision are missing.
@@ -153,28 +147,14 @@ def load_adapter(
         >>> with load_adapter("examples/healthy-r8") as adapter:  # doctest: +SKIP
         ...     print(len(adapter.layers))
     """
-    local = Path(path)
-    if subfolder and local.is_dir():
-        local = local / subfolder
-    if not local.exists():
-        from gradience.hub.refs import looks_like_hub_ref
+    from gradience.open import open_adapter
 
-        if looks_like_hub_ref(str(path)):
-            from gradience.hub.refs import parse_hub_ref
-            from gradience.hub.remote import DEFAULT_MAX_BIN_BYTES, DEFAULT_MAX_BYTES, open_remote_adapter
-
-            ref = parse_hub_ref(str(path), repo_type=repo_type, revision=revision, subfolder=subfolder)
-            return open_remote_adapter(
-                ref,
-                token=token,
-                max_bytes=max_bytes or DEFAULT_MAX_BYTES,
-                max_bin_bytes=max_bin_bytes or DEFAULT_MAX_BIN_BYTES,
-                progress=progress,
-            )
-    return _load_local(local, path)
+    return open_adapter(path, options, **overrides)
 
 
-def _load_local(p: Path, path: str | Path) -> Adapter:
+def load_local(p: Path, path: str | Path | None = None) -> Adapter:
+    """Open a local adapter folder (or the path of its config or weights file)."""
+    path = p if path is None else path
     folder = p.parent if p.is_file() else p
     if not folder.exists():
         raise AdapterNotFoundError(
@@ -185,7 +165,7 @@ def _load_local(p: Path, path: str | Path) -> Adapter:
         raise AdapterNotFoundError(f"{path} is not a folder", path=None)
     config_path = folder / CONFIG_NAME
     if not config_path.is_file():
-        raise AdapterNotFoundError(
+        raise NotLoraError(
             f"no {CONFIG_NAME} in {folder}; point at a PEFT adapter folder (the one save_pretrained wrote)",
             path=None,
         )
@@ -195,7 +175,7 @@ def _load_local(p: Path, path: str | Path) -> Adapter:
         next((folder / n for n in WEIGHT_NAMES if (folder / n).is_file()), None)
     )  # fmt: skip
     if weights is None:
-        raise AdapterNotFoundError(
+        raise NoWeightsError(
             f"no adapter_model.safetensors or adapter_model.bin in {folder}; the weights are "
             "missing (incomplete download?)",
             path=None,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradience.errors import AdapterFormatError
+from gradience.errors import AdapterFormatError, LfsPointerError
 
 __all__ = [
     "DTYPES",
@@ -88,9 +88,8 @@ def parse_header(
             offsets outside the data region, overlapping tensors, size/shape mismatch.
     """
     if prefix.startswith(LFS_POINTER_PREFIX):
-        raise AdapterFormatError(
-            "this is a Git LFS pointer, not the weights; run `git lfs pull` "
-            "(or download the file) and try again",
+        raise LfsPointerError(
+            "this is a Git LFS pointer, not the weights; fetch the real file (git lfs pull) and try again",
             path=path,
         )
     if len(prefix) < 8 or file_size < 8:

@@ -45,6 +45,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The flag that changes each option an error may name (``GradienceError.param``).
+_FLAGS = {
+    "max_bytes": "--max-bytes",
+    "max_bin_bytes": "--max-bin-bytes",
+    "subfolder": "--subfolder",
+    "overwrite": "--overwrite",
+    "allow_different_base": "--allow-different-base",
+}
+
+
+def advice(e: GradienceError) -> str:
+    """The CLI's own words on what to do next: errors name no flags, the CLI does."""
+    from gradience import errors as E
+
+    if isinstance(e, E.HubAccessError):
+        return " (pass --token or set HF_TOKEN)"
+    if type(e) is E.AdapterNotFoundError and e.repo_id:
+        return " (for a private repo, pass --token or set HF_TOKEN)"
+    if isinstance(e, E.RateLimitedError) and e.retry_after:
+        return f" (retry after {e.retry_after:.0f} s)"
+    flag = _FLAGS.get(e.param or "")
+    if flag and isinstance(e, E.TooLargeError):
+        return f" (raise it with {flag})"
+    if flag and isinstance(e, E.UsageError):
+        return f" (see {flag})"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GradienceError as e:
         if debug:
             raise
-        print(f"gradience: error: {e}", file=sys.stderr)
+        print(f"gradience: error: {e}{advice(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("gradience: interrupted", file=sys.stderr)

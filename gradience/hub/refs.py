@@ -84,7 +84,7 @@ def parse_hub_ref(
         kind = "dataset" if m["type"] == "datasets" else "model"
     if repo_type is not None:
         if repo_type not in ("model", "dataset"):
-            raise UsageError(f"--repo-type must be model or dataset, got {repo_type!r}")
+            raise UsageError(f"repo type must be model or dataset, got {repo_type!r}", param="repo_type")
         kind = repo_type
     if not _REPO_ID.match(repo):
         raise UsageError(f"{repo!r} is not a valid repo id (user/repo)")

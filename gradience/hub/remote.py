@@ -22,15 +22,22 @@ from gradience.adapters.layout import group_layers
 from gradience.adapters.load import CONFIG_NAME, WEIGHT_NAMES, Adapter
 from gradience.adapters.pickle_io import TorchZipFile
 from gradience.adapters.safetensors_io import MAX_HEADER_BYTES, SafetensorsFile, TensorInfo, parse_header
-from gradience.errors import AdapterNotFoundError, GradienceError, UsageError
+from gradience.errors import (
+    AdapterFormatError,
+    AdapterNotFoundError,
+    HubTransferError,
+    NotLoraError,
+    NoWeightsError,
+    TooLargeError,
+    UsageError,
+)
 from gradience.hub.errors import translate
 from gradience.hub.refs import HubRef
 from gradience.hub.transfer import Transfer
+from gradience.open import DEFAULT_MAX_BIN_BYTES, DEFAULT_MAX_BYTES, OpenOptions
 
 __all__ = ["DEFAULT_MAX_BIN_BYTES", "DEFAULT_MAX_BYTES", "cache_root", "open_remote_adapter"]
 
-DEFAULT_MAX_BYTES = 2 * 1024**3
-DEFAULT_MAX_BIN_BYTES = 512 * 1024**2
 #: Adjacent LoRA tensors separated by at most this many bytes are fetched in one request.
 MAX_GAP = 4096
 _LORA_PARTS = (
@@ -43,8 +50,10 @@ _LORA_PARTS = (
 )
 
 
-def cache_root() -> Path:
-    """``$GRADIENCE_CACHE`` or ``~/.cache/gradience``."""
+def cache_root(options: OpenOptions | None = None) -> Path:
+    """``options.cache_dir``, else ``$GRADIENCE_CACHE``, else ``~/.cache/gradience``."""
+    if options is not None and options.cache_dir is not None:
+        return Path(options.cache_dir)
     return Path(os.environ.get("GRADIENCE_CACHE") or Path.home() / ".cache" / "gradience")
 
 
@@ -127,9 +136,10 @@ def _with_retries(call: Callable[[], Any], repo_id: str, what: str) -> Any:
             if isinstance(e, OSError) or type(e).__module__.startswith(("httpx", "httpcore")):
                 from huggingface_hub import constants
 
-                raise GradienceError(
+                raise HubTransferError(
                     f"could not reach the Hub at {constants.ENDPOINT} for {repo_id} ({type(e).__name__}); "
-                    "if you meant a local folder, it does not exist"
+                    "if you meant a local folder, it does not exist",
+                    repo_id=repo_id,
                 ) from e
             raise
     raise AssertionError("unreachable")
@@ -141,14 +151,7 @@ def _adapter_folders(files: list[str]) -> list[str]:
     )
 
 
-def open_remote_adapter(
-    ref: HubRef,
-    *,
-    token: str | bool | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_bin_bytes: int = DEFAULT_MAX_BIN_BYTES,
-    progress: Callable[[int, int], None] | None = None,
-) -> Adapter:
+def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> Adapter:
     """An :class:`Adapter` backed by a Hub repo; only LoRA tensor bytes are fetched.
 
     Raises:
@@ -159,6 +162,8 @@ def open_remote_adapter(
     """
     from huggingface_hub import HfApi
 
+    opts = options or OpenOptions()
+    token, max_bytes, max_bin_bytes, progress = opts.token, opts.max_bytes, opts.max_bin_bytes, opts.progress
     t0 = time.perf_counter()
     api = HfApi(token=token)
     info = _with_retries(
@@ -173,9 +178,11 @@ def open_remote_adapter(
     folders = _adapter_folders(list(sizes))
     if ref.subfolder is not None:
         if ref.subfolder not in folders:
-            raise AdapterNotFoundError(
+            raise NotLoraError(
                 f"no {CONFIG_NAME} in {ref.repo_id}/{ref.subfolder}"
-                + (f"; adapter folders here: {', '.join(f or '.' for f in folders)}" if folders else "")
+                + (f"; adapter folders here: {', '.join(f or '.' for f in folders)}" if folders else ""),
+                repo_id=ref.repo_id,
+                revision=ref.revision,
             )
         folder = ref.subfolder
     elif "" in folders:
@@ -184,17 +191,27 @@ def open_remote_adapter(
         folder = folders[0]
     elif folders:
         raise UsageError(
-            f"{ref.repo_id} holds several adapters; choose one with --subfolder: {', '.join(folders)}"
+            f"{ref.repo_id} holds several adapters; choose one subfolder: {', '.join(folders)}",
+            repo_id=ref.repo_id,
+            revision=ref.revision,
+            param="subfolder",
+            choices=folders,
         )
     else:
-        raise AdapterNotFoundError(f"{ref.repo_id} has no {CONFIG_NAME}: it is not a PEFT adapter repo")
+        raise NotLoraError(
+            f"{ref.repo_id} has no {CONFIG_NAME}: it is not a PEFT adapter repo",
+            repo_id=ref.repo_id,
+            revision=ref.revision,
+        )
     prefix = f"{folder}/" if folder else ""
     weights = next((prefix + n for n in WEIGHT_NAMES if prefix + n in sizes), None)
     if weights is None:
-        raise AdapterNotFoundError(
-            f"no adapter_model.safetensors or adapter_model.bin in {ref.repo_id}/{folder}"
+        raise NoWeightsError(
+            f"no adapter_model.safetensors or adapter_model.bin in {ref.repo_id}/{folder}",
+            repo_id=ref.repo_id,
+            revision=ref.revision,
         )
-    cache = cache_root() / "hub" / f"{ref.repo_type}s--{ref.repo_id.replace('/', '--')}" / commit
+    cache = cache_root(opts) / "hub" / f"{ref.repo_type}s--{ref.repo_id.replace('/', '--')}" / commit
     t_resolve = time.perf_counter() - t0
 
     transfers: list[Transfer] = []
@@ -213,13 +230,18 @@ def open_remote_adapter(
     config = AdapterConfig.from_file(config_path)
     size = sizes.get(weights)
     if size is None:
-        raise AdapterNotFoundError(f"the Hub did not report the size of {weights}")
+        raise AdapterNotFoundError(f"the Hub did not report the size of {weights}", repo_id=ref.repo_id)
     t1 = time.perf_counter()
     if weights.endswith(".bin"):
         if size > max_bin_bytes:
-            raise UsageError(
+            raise TooLargeError(
                 f"{weights} is {size / 1e6:.0f} MB; a .bin must be downloaded whole and the cap is "
-                f"{max_bin_bytes / 1e6:.0f} MB (raise it with --max-bin-bytes)"
+                f"{max_bin_bytes / 1e6:.0f} MB",
+                repo_id=ref.repo_id,
+                revision=commit,
+                param="max_bin_bytes",
+                needed=size,
+                limit=max_bin_bytes,
             )
         dest = cache / weights
         if not dest.exists():
@@ -241,9 +263,14 @@ def open_remote_adapter(
         lora = [t for n, t in file.tensors.items() if any(p in n for p in _LORA_PARTS)]
         total = sum(t.nbytes for t in lora)
         if total > max_bytes:
-            raise UsageError(
+            raise TooLargeError(
                 f"auditing {ref.repo_id} needs {total / 1e6:.0f} MB of LoRA tensors, above the "
-                f"{max_bytes / 1e6:.0f} MB cap (raise it with --max-bytes)"
+                f"{max_bytes / 1e6:.0f} MB cap",
+                repo_id=ref.repo_id,
+                revision=commit,
+                param="max_bytes",
+                needed=total,
+                limit=max_bytes,
             )
         if file._transfer.progress is not None:
             file._transfer.progress = _progress_adapter(progress, total)
@@ -268,7 +295,7 @@ def _header(t: Transfer, size: int, dest: Path) -> bytes:
     if dest.exists():
         return dest.read_bytes()
     if size < 8:
-        raise GradienceError(f"{t.filename} is too short to be safetensors ({size} bytes)")
+        raise AdapterFormatError(f"{t.filename} is too short to be safetensors ({size} bytes)")
     # Two exact reads (length, then header) rather than one generous probe: bytes past the
     # header may belong to a huge non-LoRA tensor, and those must never be transferred.
     probe = t.fetch(0, 8)

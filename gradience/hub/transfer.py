@@ -14,16 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gradience.errors import GradienceError
+from gradience.errors import GradienceError, HubTransferError
 
 __all__ = ["HubTransferError", "Transfer"]
 
 #: Attempts for one range when the body comes back short (HTTP-level retries are extra).
 SHORT_READ_ATTEMPTS = 4
-
-
-class HubTransferError(GradienceError, OSError):
-    """The Hub kept failing or cut a download short after all retries."""
 
 
 @dataclass

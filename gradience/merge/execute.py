@@ -103,14 +103,16 @@ def merge(
     if n < 2:
         raise UsageError("merge needs at least two adapters")
     if not 0 < energy <= 1:
-        raise UsageError(f"--energy must be in (0, 1], got {energy}")
+        raise UsageError(f"energy must be in (0, 1], got {energy}", param="energy")
     if weights is not None and len(weights) != n:
-        raise UsageError(f"--weights needs {n} values (one per adapter), got {len(weights)}")
+        raise UsageError(f"weights need {n} values (one per adapter), got {len(weights)}", param="weights")
     if max_rank is not None and max_rank < 1:
-        raise UsageError("--max-rank must be at least 1")
+        raise UsageError("max rank must be at least 1", param="max_rank")
     out = Path(out_dir)
     if (out / CONFIG_NAME).exists() and not overwrite:
-        raise UsageError(f"{out} already holds an adapter; pass --overwrite to replace it")
+        raise UsageError(
+            f"{out} already holds an adapter; choose another folder or overwrite it", param="overwrite"
+        )
     if plan is None and strategy == "auto":
         from gradience.merge.pairwise import merge_audit
 

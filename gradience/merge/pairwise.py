@@ -164,7 +164,9 @@ def merge_audit(
     if len(sources) < 2:
         raise UsageError("merge-audit needs at least two adapters")
     if not 0 < energy_threshold <= 1:
-        raise UsageError(f"--energy-threshold must be in (0, 1], got {energy_threshold}")
+        raise UsageError(
+            f"energy threshold must be in (0, 1], got {energy_threshold}", param="energy_threshold"
+        )
     t = get_thresholds(thresholds) if isinstance(thresholds, str) else thresholds
     with ExitStack() as stack:
         adapters = [stack.enter_context(load_adapter(s)) for s in sources]

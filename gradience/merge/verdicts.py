@@ -39,7 +39,9 @@ PRESETS = {
 
 def get_thresholds(name: str) -> Thresholds:
     if name not in PRESETS:
-        raise UsageError(f"unknown --thresholds {name!r}; choose from {', '.join(PRESETS)}")
+        raise UsageError(
+            f"unknown thresholds preset {name!r}; choose from {', '.join(PRESETS)}", param="thresholds"
+        )
     return PRESETS[name]
 
 

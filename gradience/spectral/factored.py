@@ -111,8 +111,13 @@ class FactoredSVD:
 
 
 def svd_qr(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> FactoredSVD:
-    """Thin SVD of ``scale·B·A`` by the QR route, in float64."""
-    qb, rb = np.linalg.qr(b.astype(np.float64))
-    qa, ra = np.linalg.qr(a.T.astype(np.float64))
-    uc, s, vct = np.linalg.svd(scale * (rb @ ra.T))
+    """Thin SVD of ``scale·B·A`` by the QR route, in float64.
+
+    The result has p = min(out, in, r) components: a rank above a layer's width (r=64 on
+    a 64-wide layer, a classifier head under ``all-linear``) cannot add directions, and
+    the reduced QRs and SVD here never assume r ≤ out, in.
+    """
+    qb, rb = np.linalg.qr(b.astype(np.float64))  # [out, min(out, r)], [min(out, r), r]
+    qa, ra = np.linalg.qr(a.T.astype(np.float64))  # [in, min(in, r)], [min(in, r), r]
+    uc, s, vct = np.linalg.svd(scale * (rb @ ra.T), full_matrices=False)
     return FactoredSVD(qb @ uc, s, vct @ qa.T)
