@@ -72,6 +72,8 @@ class Response:
     parts: list[bytes | FilePart] = field(default_factory=list)
     # (repo_type, repo_id, path) when the body is a repo file: its bytes count per file in the stats
     file_key: tuple[str, str, str] | None = None
+    # A body of unknown length (server-sent events): sent chunked, each piece flushed as it comes
+    stream: Iterator[bytes] | None = None
 
     @property
     def length(self) -> int:
@@ -320,6 +322,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send(response, kind=kind, truncate=fault.truncate if fault else None, count=not admin)
 
     def _send(self, response: Response, *, kind: str, truncate: int | None, count: bool) -> None:
+        if response.stream is not None:
+            self._send_stream(response, kind=kind, count=count)
+            return
         length = response.length
         self.send_response(response.status)
         for name, value in response.headers.items():
@@ -376,6 +381,35 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 ranges=ranges,
                 status=response.status,
             )
+
+    def _send_stream(self, response: Response, *, kind: str, count: bool) -> None:
+        """Chunked transfer encoding, one chunk per piece, flushed at once (live logs)."""
+        stream = response.stream
+        assert stream is not None
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Request-Id", uuid.uuid4().hex)
+        self.end_headers()
+        sent = 0
+        try:
+            if self.command != "HEAD":
+                for piece in stream:
+                    if piece:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        self.wfile.flush()
+                        sent += len(piece)
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        if count:
+            self.server.app.stats.body(kind, sent, status=response.status)
 
 
 class HubHTTPServer(ThreadingHTTPServer):
