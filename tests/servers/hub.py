@@ -45,6 +45,9 @@ ALICE_READ_TOKEN = accounts.ALICE_READ_TOKEN  # alice with a read-only token: ev
 BOB_TOKEN = accounts.BOB_TOKEN  # bob: owns the gated repo and has granted nobody
 CAROL_TOKEN = accounts.CAROL_TOKEN  # carol: no access to anything private or gated
 ADMIN_TOKEN = accounts.ADMIN_TOKEN  # for /_admin/ only; not a Hub user
+ALICE_OAUTH_TOKEN = accounts.ALICE_OAUTH_TOKEN  # OAuth: read-repos + write-discussions, no write-repos
+ALICE_FINE_GRAINED_TOKEN = accounts.ALICE_FINE_GRAINED_TOKEN  # write + discussions on FINE_GRAINED_REPOS only
+FINE_GRAINED_REPOS = accounts.FINE_GRAINED_REPOS  # repo keys ("model/alice/...") a test creates itself
 TOKENS = dict(accounts.TOKENS)  # {"alice": ..., "bob": ..., "carol": ...}
 
 # -- seeded repos -------------------------------------------------------------------------------------

@@ -5,6 +5,12 @@ answer is "not found", never "forbidden"), a gated repo shows its metadata to ev
 files only to its namespace and to users granted access, and only a namespace's owner or an
 organisation's members may write, with a ``write`` token.
 
+Tokens carry what the Hub's do: a role (``read``, ``write``, ``fineGrained``), a kind
+(``access_token`` or ``oauth``) and a set of scopes. Read tokens hold ``read-repos`` only; write
+tokens hold every scope; OAuth tokens hold the scopes their login asked for; fine-grained tokens
+hold their scopes on the repos they list and nothing more. Routes ask one question,
+``require_scope(token, scope, repo)``, and get the Hub's 401/403 when the answer is no.
+
 The token values are fixed so a server started by hand and a test suite agree on them.
 """
 
@@ -15,12 +21,36 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .storage import Repo
+from .web import HubError
 
 ALICE_TOKEN = "hf_localhub_alice_0000000000000000000001"
 ALICE_READ_TOKEN = "hf_localhub_alice_read_00000000000000002"
 BOB_TOKEN = "hf_localhub_bob_000000000000000000000003"
 CAROL_TOKEN = "hf_localhub_carol_00000000000000000000004"
 ADMIN_TOKEN = "hf_localhub_admin_00000000000000000000005"
+# alice through "Sign in with HF" on a Space: may read and open discussions/PRs, not push
+ALICE_OAUTH_TOKEN = "hf_oauth_localhub_alice_000000000000000006"
+# alice's fine-grained token: read, write and discussions on FINE_GRAINED_REPOS only
+ALICE_FINE_GRAINED_TOKEN = "hf_localhub_alice_fine_0000000000000007"
+FINE_GRAINED_REPOS = frozenset({"model/alice/fine-grained-sandbox"})  # created by whoever needs it
+
+# Scopes as the Hub names them for OAuth apps; a write token holds all of them.
+SCOPES = frozenset(
+    {
+        "openid",
+        "profile",
+        "read-repos",
+        "write-repos",
+        "manage-repos",
+        "write-discussions",
+        "jobs",
+        "webhooks",
+    }
+)
+READ_SCOPES = frozenset({"openid", "profile", "read-repos"})
+OAUTH_SCOPES = frozenset({"openid", "profile", "read-repos", "write-discussions"})
+# Scopes that act on one repo: a fine-grained token holds them only on the repos it lists.
+REPO_SCOPES = frozenset({"read-repos", "write-repos", "manage-repos", "write-discussions"})
 
 # user -> write token, the handy form for tests
 TOKENS: dict[str, str] = {"alice": ALICE_TOKEN, "bob": BOB_TOKEN, "carol": CAROL_TOKEN}
@@ -43,10 +73,60 @@ class Account:
 
 @dataclass(frozen=True)
 class Token:
+    """A credential: whose it is, its Hub role and kind, and the scopes it grants.
+
+    ``repos`` is None for tokens valid on every repo, else the repo keys (``model/ns/name``) a
+    fine-grained token is limited to.
+    """
+
     value: str
     user: str
-    role: Literal["read", "write"]
+    role: Literal["read", "write", "fineGrained"]
     name: str
+    kind: Literal["access_token", "oauth"] = "access_token"
+    scopes: frozenset[str] = SCOPES
+    repos: frozenset[str] | None = None
+
+    def to_auth(self) -> dict[str, object]:
+        """The ``auth`` block of ``whoami-v2``: type, token role and (a local extension) scopes."""
+        access: dict[str, object] = {
+            "displayName": self.name,
+            "role": self.role,
+            "createdAt": "2025-01-01T00:00:00.000Z",
+        }
+        if self.role == "fineGrained":
+            scoped_perms = sorted(_FINE_GRAINED_PERMISSIONS[s] for s in self.scopes & REPO_SCOPES)
+            access["fineGrained"] = {
+                "canReadGatedRepos": False,
+                "global": sorted(
+                    _FINE_GRAINED_PERMISSIONS[s]
+                    for s in self.scopes - REPO_SCOPES
+                    if s in _FINE_GRAINED_PERMISSIONS
+                ),
+                "scoped": [
+                    {
+                        "entity": {"type": key.split("/", 1)[0], "name": key.split("/", 1)[1]},
+                        "permissions": scoped_perms,
+                    }
+                    for key in sorted(self.repos or ())
+                ],
+            }
+        auth: dict[str, object] = {"type": self.kind, "accessToken": access, "scopes": sorted(self.scopes)}
+        if self.kind == "oauth":
+            auth["scope"] = " ".join(sorted(self.scopes))
+            auth["expiresAt"] = "2099-01-01T00:00:00.000Z"
+        return auth
+
+
+# How the Hub's fine-grained token settings name the scopes they grant.
+_FINE_GRAINED_PERMISSIONS = {
+    "read-repos": "repo.content.read",
+    "write-repos": "repo.write",
+    "manage-repos": "repo.manage",
+    "write-discussions": "discussion.write",
+    "jobs": "job.write",
+    "webhooks": "webhook.write",
+}
 
 
 class Accounts:
@@ -65,7 +145,16 @@ class Accounts:
         self.add(Account("gradience-test", "Gradience test fixtures", "org", frozenset({"alice"})))
         for token in [
             Token(ALICE_TOKEN, "alice", "write", "alice-write"),
-            Token(ALICE_READ_TOKEN, "alice", "read", "alice-read"),
+            Token(ALICE_READ_TOKEN, "alice", "read", "alice-read", scopes=READ_SCOPES),
+            Token(ALICE_OAUTH_TOKEN, "alice", "read", "alice-oauth", kind="oauth", scopes=OAUTH_SCOPES),
+            Token(
+                ALICE_FINE_GRAINED_TOKEN,
+                "alice",
+                "fineGrained",
+                "alice-fine-grained",
+                scopes=frozenset({"read-repos", "write-repos", "write-discussions"}),
+                repos=FINE_GRAINED_REPOS,
+            ),
             Token(BOB_TOKEN, "bob", "write", "bob-write"),
             Token(CAROL_TOKEN, "carol", "write", "carol-write"),
         ]:
@@ -104,4 +193,36 @@ class Accounts:
         return self.owns_namespace(user, repo.namespace) or (user is not None and user in repo.gated_access)
 
     def can_write(self, repo: Repo, token: Token | None) -> bool:
-        return token is not None and token.role == "write" and self.owns_namespace(token.user, repo.namespace)
+        return has_scope(token, "write-repos", repo) and self.owns_namespace(token.user, repo.namespace)  # type: ignore[union-attr]
+
+
+def has_scope(token: Token | None, scope: str, repo: Repo | None = None) -> bool:
+    """Whether ``token`` grants ``scope`` (on ``repo`` when given: fine-grained tokens list theirs)."""
+    if token is None or scope not in token.scopes:
+        return False
+    if repo is None or token.repos is None or scope not in REPO_SCOPES:
+        return True
+    if scope == "read-repos" and not repo.private and not repo.gated:
+        return True  # public content needs no grant
+    return repo.key in token.repos
+
+
+def require_scope(token: Token | None, scope: str, repo: Repo | None = None) -> Token:
+    """The token, if it grants ``scope`` (on ``repo``); else the Hub's 401 (no token) or 403.
+
+    Only the token is judged here; whether its user may act on the repo (namespace, gating) is
+    the caller's second question.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; known: {sorted(SCOPES)}")
+    if token is None:
+        raise HubError(401, "You must be authenticated to do this (send Authorization: Bearer <token>)")
+    if has_scope(token, scope, repo):
+        return token
+    if scope in token.scopes and repo is not None:
+        msg = f"Forbidden: this fine-grained token has no permission on {repo.type} {repo.id}"
+    elif token.role == "read" and token.kind == "access_token":
+        msg = f"Forbidden: this token has the 'read' role; '{scope}' needs a 'write' token"
+    else:
+        msg = f"Forbidden: this token lacks the '{scope}' scope"
+    raise HubError(403, msg)

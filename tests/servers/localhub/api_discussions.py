@@ -14,6 +14,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from .accounts import require_scope
 from .api_read import REPO
 from .storage import Change, Commit, Discussion, Repo, hub_date, utc_now
 from .web import HubError, Request, Response, Route, json_response
@@ -224,6 +225,7 @@ def create_discussion(app: HubApp, req: Request, plural: str, repo: str) -> Resp
     is_pr = bool(data.get("pullRequest"))
     with app.store.lock:
         r = app.visible_repo(req, app.repo_type(plural), unquote(repo))
+        require_scope(token, "write-discussions", r)
         num = r.next_discussion_num()
         d = Discussion(
             num=num,
@@ -256,6 +258,7 @@ def comment(app: HubApp, req: Request, plural: str, repo: str, num: str) -> Resp
         raise HubError(400, "A comment cannot be empty")
     with app.store.lock:
         r, d = _discussion(app, req, plural, repo, num)
+        require_scope(token, "write-discussions", r)
         event = comment_event(token.user, text)
         d.events.append(event)
         app.store.save()

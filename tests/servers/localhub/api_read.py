@@ -155,14 +155,7 @@ def whoami(app: HubApp, req: Request) -> Response:
             "periodEnd": None,
             "avatarUrl": account.avatar_url(req.base_url),
             "orgs": orgs,
-            "auth": {
-                "type": "access_token",
-                "accessToken": {
-                    "displayName": req.token.name,
-                    "role": req.token.role,
-                    "createdAt": "2025-01-01T00:00:00.000Z",
-                },
-            },
+            "auth": req.token.to_auth(),
         }
     )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from .accounts import require_scope
 from .api_discussions import comment_event, commit_event
 from .api_read import REPO, object_id
 from .cards import CardError, parse_front_matter
@@ -50,10 +51,9 @@ def repo_url(req: Request, repo_type: str, repo_id: str) -> str:
 
 
 def write_token(app: HubApp, req: Request) -> Token:
-    token = app.require_user(req)
-    if token.role != "write":
-        raise HubError(403, "Forbidden: this token has the 'read' role; writing needs a 'write' token")
-    return token
+    # Opening a PR is a discussion on the Hub: an OAuth token with write-discussions may do it.
+    scope = "write-discussions" if req.flag("create_pr") else "write-repos"
+    return require_scope(app.require_user(req), scope)
 
 
 def check_path(path: Any) -> str:
