@@ -15,9 +15,10 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -503,6 +504,27 @@ def last_commit_touching(repo: Repo, oid: str, path: str, *, is_dir: bool) -> Co
     return history[-1]
 
 
+# -- events -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class HubEvent:
+    """A change a webhook may hear about, in the Hub's terms (``event.scope`` and ``event.action``).
+
+    Routes announce it with ``Store.emit`` while they still hold the store lock, so listeners see
+    the state right after the change; a listener must be quick (queue work, don't do it).
+    """
+
+    scope: str  # repo | repo.content | repo.config | discussion | discussion.comment
+    action: str  # create | update | delete | move
+    repo: Repo
+    base_url: str
+    discussion: Discussion | None = None
+    comment: dict[str, Any] | None = None  # the discussion event of type "comment"
+    updated_refs: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # ref, old, new
+    updated_config: dict[str, Any] | None = None
+
+
 # -- the store --------------------------------------------------------------------------------------
 
 
@@ -516,6 +538,7 @@ class Store:
         self.repos: dict[str, Repo] = {}
         self.meta: dict[str, Any] = {}
         self.lock = threading.RLock()
+        self.listeners: list[Callable[[HubEvent], None]] = []  # e.g. webhook delivery
         self._index = root / "index.json"
         if self._index.is_file():
             self._load()
@@ -541,6 +564,14 @@ class Store:
             tmp = self._index.with_suffix(".tmp")
             tmp.write_text(json.dumps(data))
             os.replace(tmp, self._index)
+
+    def emit(self, event: HubEvent) -> None:
+        """Tell every listener about a change; a failing listener never fails the request."""
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception as e:
+                print(f"[localhub] event listener failed on {event.scope}: {e!r}", file=sys.stderr)
 
     def get(self, repo_type: str, repo_id: str) -> Repo | None:
         return self.repos.get(repo_key(repo_type, repo_id))
