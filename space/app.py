@@ -434,7 +434,7 @@ def badge_pr(
         snippet: the badge Markdown to put in the card's Gradience section.
         oauth_token: injected by gradio from the user's "Sign in with Hugging Face" session.
     """
-    from gradience.hub.cards import open_badge_pr
+    from gradience.hub.badges import publish_badge
 
     token = oauth_token.token if oauth_token is not None else None
     if token == MOCK_OAUTH_TOKEN and not os.environ.get("SPACE_ID"):
@@ -452,9 +452,13 @@ def badge_pr(
     if not looks_like_hub_ref(text):
         raise _err(f"{text!r} is not a Hub repo id", title="Not a repo id")
     repo_id = parse_hub_ref(text).repo_id
-    pr = _call(open_badge_pr, repo_id, repo_id, snippet, token)
-    verb = "Opened" if pr.created else "You already have an open"
-    return f"✅ {verb} pull request: [{repo_id} #{pr.num}]({pr.url})"
+    result = _call(publish_badge, repo_id, repo_id, None, token, section=snippet)
+    if result.status == "unchanged" and result.pr_num is None:
+        return f"✅ {repo_id}'s card already shows this badge: nothing to change."
+    verb = {"created": "Opened", "updated": "Updated your open", "unchanged": "You already have an open"}[
+        result.status
+    ]
+    return f"✅ {verb} pull request: [{repo_id} #{result.pr_num}]({result.pr_url})"
 
 
 # -- rendering (browser only; private events) ---------------------------------------------------------

@@ -188,7 +188,8 @@ def _oauth(token: str) -> Any:
 def test_badge_pr_opens_pr_with_card_edit(hub: LocalHub) -> None:
     from huggingface_hub import HfApi, hf_hub_download
 
-    from gradience.hub.cards import PR_TITLE, upsert_section
+    from gradience.hub.badges import PR_TITLE
+    from gradience.hub.cards import upsert_section
 
     app = _app()
     repo = EXAMPLE_REPOS["healthy-r8"]
@@ -224,7 +225,7 @@ def test_badge_pr_refusals(hub: LocalHub) -> None:
     snippet = "[![b](https://img.shields.io/badge/x)](https://example.test)"
     with pytest.raises(gr.Error, match="sign in with Hugging Face"):
         app.badge_pr(EXAMPLE_REPOS["healthy-r8"], snippet, None)
-    with pytest.raises(gr.Error, match="refused to open a pull request"):  # a read-only token
+    with pytest.raises(gr.Error, match="refused to write"):  # a read-only token
         app.badge_pr(EXAMPLE_REPOS["untrained-r8"], snippet, _oauth(hub.admin_token and _read_token()))
     with pytest.raises(gr.Error, match="not found"):  # carol cannot see alice's private repo
         app.badge_pr(PRIVATE_REPO, snippet, _oauth(hub.tokens["carol"]))

@@ -2,31 +2,45 @@
 
 A card belongs to its author: the Space's "open a PR with this badge" and the bot both change
 nothing but the lines between ``<!-- gradience:start -->`` and ``<!-- gradience:end -->``.
-The YAML front matter and every other byte stay as they were, so the PR diff shows exactly
-one section and the author can review it at a glance. markdown-it-py finds the markers, so a
-marker quoted inside a code block or a list is never mistaken for the section.
+The YAML front matter and every other byte stay as they were (line endings, a missing final
+newline, bytes that are not valid UTF-8), so the PR diff shows exactly one section and the
+author can review it at a glance. markdown-it-py finds the markers, so a marker quoted inside
+a code fence, an indented code block, a list or a quote is never mistaken for the section.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-
-from gradience.errors import GradienceError, UsageError
 
 __all__ = [
     "END_MARKER",
     "START_MARKER",
-    "BadgePullRequest",
+    "decode_card",
+    "encode_card",
     "find_section",
-    "open_badge_pr",
+    "has_section",
     "upsert_section",
 ]
 
 START_MARKER = "<!-- gradience:start -->"
 END_MARKER = "<!-- gradience:end -->"
-PR_TITLE = "Add the Gradience LoRA utilisation badge"
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n.*?^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
+_FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n.*?^---[ \t]*(?:\r?\n|\Z)", re.DOTALL | re.MULTILINE)
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def decode_card(raw: bytes) -> str:
+    """README bytes as text that :func:`encode_card` turns back into the very same bytes.
+
+    Invalid UTF-8 is carried through (surrogate escapes) instead of failing or being
+    "repaired", because the edit must not change bytes outside the section.
+    """
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+def encode_card(card: str) -> bytes:
+    """The inverse of :func:`decode_card`."""
+    return card.encode("utf-8", errors="surrogateescape")
 
 
 def _split_front_matter(card: str) -> tuple[str, str]:
@@ -34,25 +48,50 @@ def _split_front_matter(card: str) -> tuple[str, str]:
     return (card[: m.end()], card[m.end() :]) if m else ("", card)
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split on ``\\n`` only, as markdown-it counts them (``str.splitlines`` would also
+    split on form feeds and Unicode separators and put the section in the wrong place)."""
+    return _LINE.findall(text)
+
+
+def _tokens(body: str) -> list:
+    from markdown_it import MarkdownIt
+
+    # markdown-it treats a lone \r as a line break; \n-split lines do not. A space keeps the
+    # two line counts equal (the parse is only used to locate lines).
+    return MarkdownIt("commonmark").parse(_LONE_CR.sub(" ", body))
+
+
+def _marker_lines(tok, marker: str) -> list[int]:
+    return [tok.map[0] + i for i, line in enumerate(tok.content.split("\n")) if line.strip() == marker]
+
+
 def find_section(body: str) -> tuple[int, int] | None:
     """Line span ``[start, end)`` of the marked section in ``body`` (no front matter), or None.
 
-    Only top-level HTML blocks count as markers, so quoting them in a code fence is safe.
+    Only markers on their own line in top-level HTML count, so quoting them in a code fence
+    or a list is safe, and HTML around the markers (a centred ``<div>``) is kept. A start
+    marker without an end marker is ignored.
     """
-    from markdown_it import MarkdownIt
-
-    start = end = None
-    for tok in MarkdownIt("commonmark").parse(body):
+    start: int | None = None
+    for tok in _tokens(body):
         if tok.type != "html_block" or tok.level != 0 or tok.map is None:
             continue
-        if start is None and START_MARKER in tok.content:
-            start = tok.map[0]
-            if END_MARKER in tok.content.split(START_MARKER, 1)[1]:
-                return start, tok.map[1]
-        elif start is not None and END_MARKER in tok.content:
-            end = tok.map[1]
-            return start, end
+        events = sorted(
+            [(i, "start") for i in _marker_lines(tok, START_MARKER)]
+            + [(i, "end") for i in _marker_lines(tok, END_MARKER)]
+        )
+        for line, kind in events:
+            if kind == "start":
+                start = line  # a later start wins over an unterminated earlier one
+            elif start is not None:
+                return start, line + 1
     return None
+
+
+def has_section(card: str) -> bool:
+    """Whether the whole card (front matter included) already has a Gradience section."""
+    return find_section(_split_front_matter(card)[1]) is not None
 
 
 def upsert_section(card: str, content: str) -> str:
@@ -62,111 +101,27 @@ def upsert_section(card: str, content: str) -> str:
     card's first top-level heading (where badges usually sit), or at the top of the body.
     Line endings follow the card's own (``\\r\\n`` stays ``\\r\\n``).
     """
-    from markdown_it import MarkdownIt
-
     front, body = _split_front_matter(card)
     nl = "\r\n" if "\r\n" in card else "\n"
     section = nl.join([START_MARKER, *content.strip("\r\n").splitlines(), END_MARKER]) + nl
-    lines = body.splitlines(keepends=True)
+    lines = _lines(body)
     span = find_section(body)
     if span is not None:
         a, b = span
-        return front + "".join(lines[:a]) + section + "".join(lines[b:])
+        tail = "".join(lines[b:])
+        if b == len(lines) and lines and not lines[-1].endswith("\n"):
+            section = section[: -len(nl)]  # the end marker was the last line, with no newline
+        return front + "".join(lines[:a]) + section + tail
     at = 0
-    for tok in MarkdownIt("commonmark").parse(body):
+    for tok in _tokens(body):
         if tok.type == "heading_open" and tok.level == 0 and tok.map is not None:
             at = tok.map[1]
             break
     head = "".join(lines[:at])
-    if head and not head.endswith(("\n", "\r")):
+    if head and not head.endswith("\n"):
         head += nl  # a heading on the card's last line, with no newline after it
     tail = "".join(lines[at:])
     # One blank line around the section, reusing a blank line that is already there.
     before = nl if head.strip() else ""
     after = nl if tail.strip() and tail.lstrip(" \t")[:1] not in ("\n", "\r") else ""
     return front + head + before + section + after + tail
-
-
-@dataclass(frozen=True)
-class BadgePullRequest:
-    """The PR opened (or found already open) on the adapter's repo."""
-
-    url: str
-    num: int
-    created: bool
-
-
-def open_badge_pr(
-    repo_id: str,
-    badge_md: str,
-    token: str,
-    *,
-    repo_type: str = "model",
-    endpoint: str | None = None,
-    description: str | None = None,
-) -> BadgePullRequest:
-    """Open a PR that puts ``badge_md`` in the repo's card, with the *user's* token.
-
-    The caller passes the signed-in user's own token (never a service token), so the PR is
-    theirs and the Hub's permission rules apply to them. A card that already carries the same
-    section is left alone; an open PR with our title from the same user is reused.
-
-    Raises:
-        GradienceError: one line the user can act on (no access, read-only token, no repo).
-    """
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
-
-    from gradience.hub.errors import translate
-
-    if not token:
-        raise UsageError("sign in with Hugging Face first: the PR is opened in your name")
-    api = HfApi(endpoint=endpoint, token=token)
-    try:
-        try:
-            path = api.hf_hub_download(repo_id, "README.md", repo_type=repo_type)
-            with open(path, encoding="utf-8", newline="") as f:
-                card = f.read()
-        except EntryNotFoundError:
-            card = ""
-        new = upsert_section(card, badge_md)
-        if new == card:
-            raise UsageError(f"{repo_id}'s card already shows this badge; nothing to change")
-        user = api.whoami().get("name")
-        for d in api.get_repo_discussions(repo_id, repo_type=repo_type, author=user,
-                                          discussion_type="pull_request", discussion_status="open"):  # fmt: skip
-            if d.title == PR_TITLE:
-                return BadgePullRequest(url=_discussion_url(api, repo_id, repo_type, d.num), num=d.num,
-                                        created=False)  # fmt: skip
-        info = api.create_commit(
-            repo_id,
-            [CommitOperationAdd("README.md", new.encode("utf-8"))],
-            commit_message=PR_TITLE,
-            commit_description=description
-            or (
-                "This adds a badge showing how much of its LoRA rank this adapter uses, from a "
-                "spectral audit of its weights by Gradience. Only the marked Gradience section "
-                "of the card changes; close the PR if you would rather not have it."
-            ),
-            repo_type=repo_type,
-            create_pr=True,
-        )
-    except GradienceError:
-        raise
-    except HfHubHTTPError as e:
-        status = e.response.status_code if getattr(e, "response", None) is not None else None
-        if status == 403:
-            raise GradienceError(
-                f"the Hub refused to open a pull request on {repo_id} with your token (HTTP 403): "
-                "sign in again granting write access, or ask the repo's owner for access"
-            ) from e
-        mapped = translate(e, repo_id, "README.md")
-        if mapped is not None:
-            raise mapped from e
-        raise
-    return BadgePullRequest(url=info.pr_url or "", num=int(info.pr_num or 0), created=True)
-
-
-def _discussion_url(api, repo_id: str, repo_type: str, num: int) -> str:
-    prefix = "datasets/" if repo_type == "dataset" else ""
-    return f"{api.endpoint}/{prefix}{repo_id}/discussions/{num}"
