@@ -26,6 +26,9 @@ _EXPORTS = {
     "Adapter": "gradience.adapters.load",
     "available_policies": "gradience.spectral.policies",
     "get_policy": "gradience.spectral.policies",
+    "diff": "gradience.diff",
+    "AuditDiff": "gradience.diff",
+    "Rules": "gradience.diff",
     "GradienceError": "gradience.errors",
 }
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from gradience.adapters.load import Adapter, load_adapter
     from gradience.auditor import AdapterAudit, LayerAudit, audit
     from gradience.compression import CompressResult, compress
+    from gradience.diff import AuditDiff, Rules, diff
     from gradience.errors import GradienceError
     from gradience.spectral.policies import available_policies, get_policy
 

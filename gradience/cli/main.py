@@ -1,7 +1,7 @@
 """Entry point: parse, dispatch, and turn every user error into one line and exit code 2.
 
 Exit codes: 0 success · 1 internal error (a bug: please report it) · 2 bad input or
-usage · 130 interrupted. ``GRADIENCE_DEBUG=1`` shows tracebacks.
+usage · 3 ``diff``: a rule fails on the head · 130 interrupted. ``GRADIENCE_DEBUG=1`` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gradience.cli import audit_cmd, compress_cmd, merge_cmd, monitor_cmd, regimes_cmd
+    from gradience.cli import audit_cmd, compress_cmd, diff_cmd, merge_cmd, monitor_cmd, regimes_cmd
 
     parser = _Parser(
         prog="gradience",
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor_cmd.register(sub)
     regimes_cmd.register(sub)
     merge_cmd.register(sub)
+    diff_cmd.register(sub)
     return parser
 
 
@@ -52,6 +53,10 @@ _FLAGS = {
     "subfolder": "--subfolder",
     "overwrite": "--overwrite",
     "allow_different_base": "--allow-different-base",
+    "fail_on": "--fail-on",
+    "forbid_flags": "--forbid-flags",
+    "min_utilization": "--min-utilization",
+    "max_rank_ratio": "--max-rank-ratio",
 }
 
 
