@@ -76,7 +76,7 @@ def _adapters(args: argparse.Namespace) -> list[str]:
 
 def run_audit(args: argparse.Namespace) -> int:
     from gradience.merge.pairwise import merge_audit
-    from gradience.report.merge_markdown import merge_audit_markdown
+    from gradience.report.markdown import merge_audit_markdown
 
     with progress("comparing", enabled=not args.quiet) as bar:
         result = merge_audit(_adapters(args), energy_threshold=args.energy, thresholds=args.thresholds,
