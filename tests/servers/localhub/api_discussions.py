@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from .accounts import require_scope
 from .api_read import REPO
-from .storage import Change, Commit, Discussion, Repo, hub_date, utc_now
+from .storage import Change, Commit, Discussion, HubEvent, Repo, hub_date, utc_now
 from .web import HubError, Request, Response, Route, json_response
 
 if TYPE_CHECKING:
@@ -241,6 +241,10 @@ def create_discussion(app: HubApp, req: Request, plural: str, repo: str) -> Resp
             r.prs[str(num)] = d.base_commit
         r.discussions.append(d)
         app.store.save()
+        if is_pr:
+            refs = [(f"refs/pr/{num}", None, d.base_commit)]
+            app.store.emit(HubEvent("repo.content", "update", r, req.base_url, updated_refs=refs))
+        app.store.emit(HubEvent("discussion", "create", r, req.base_url, d, d.events[0]))
         url = f"{req.base_url}/{r.url_path}/discussions/{num}"
     return json_response({"num": num, "url": url, "pullRequest": is_pr})
 
@@ -262,6 +266,7 @@ def comment(app: HubApp, req: Request, plural: str, repo: str, num: str) -> Resp
         event = comment_event(token.user, text)
         d.events.append(event)
         app.store.save()
+        app.store.emit(HubEvent("discussion.comment", "create", r, req.base_url, d, event))
         return json_response({"newMessage": _render_event(app, r, req, event)})
 
 
@@ -292,6 +297,7 @@ def edit_comment(app: HubApp, req: Request, plural: str, repo: str, num: str, ci
             "author": token.user,
         }
         app.store.save()
+        app.store.emit(HubEvent("discussion.comment", "update", r, req.base_url, d, event))
         return json_response({"updatedComment": _render_event(app, r, req, event)})
 
 
@@ -305,6 +311,7 @@ def hide_comment(app: HubApp, req: Request, plural: str, repo: str, num: str, ci
         event["data"]["hidden"] = True
         event["data"]["latest"] = {**event["data"]["latest"], "raw": "", "html": ""}
         app.store.save()
+        app.store.emit(HubEvent("discussion.comment", "update", r, req.base_url, d, event))
         return json_response({"updatedComment": _render_event(app, r, req, event)})
 
 
@@ -330,6 +337,7 @@ def change_status(app: HubApp, req: Request, plural: str, repo: str, num: str) -
         if str(data.get("comment") or "").strip():
             d.events.append(comment_event(app.require_user(req).user, str(data["comment"])))
         app.store.save()
+        app.store.emit(HubEvent("discussion", "update", r, req.base_url, d))
         return json_response({"newStatus": _render_event(app, r, req, event)})
 
 
@@ -344,6 +352,7 @@ def rename(app: HubApp, req: Request, plural: str, repo: str, num: str) -> Respo
         d.title = title
         d.events.append(event)
         app.store.save()
+        app.store.emit(HubEvent("discussion", "update", r, req.base_url, d))
         return json_response({"newTitle": _render_event(app, r, req, event)})
 
 
@@ -373,6 +382,9 @@ def merge(app: HubApp, req: Request, plural: str, repo: str, num: str) -> Respon
         if str(data.get("comment") or "").strip():
             d.events.append(comment_event(token.user, str(data["comment"])))
         app.store.save()
+        refs = [(f"refs/heads/{branch}", target.oid, new.oid)]
+        app.store.emit(HubEvent("repo.content", "update", r, req.base_url, updated_refs=refs))
+        app.store.emit(HubEvent("discussion", "update", r, req.base_url, d))
     return json_response({})
 
 

@@ -30,6 +30,7 @@ from .storage import (
     Commit,
     Discussion,
     FileEntry,
+    HubEvent,
     MissingPathError,
     Repo,
     utc_now,
@@ -89,6 +90,7 @@ def create_repo(app: HubApp, req: Request) -> Response:
             raise HubError(409, f"You already created this {repo_type} repo", extra={"url": url})
         repo = app.store.create_repo(repo_type, repo_id, author=token.user, private=private)
         app.store.save()
+        app.store.emit(HubEvent("repo", "create", repo, req.base_url))
     return json_response({"url": url, "name": repo_id, "id": object_id(repo.key)})
 
 
@@ -101,6 +103,7 @@ def delete_repo(app: HubApp, req: Request) -> Response:
         repo = app.writable_repo(req, repo_type, repo_id)
         app.store.remove(repo)
         app.store.save()
+        app.store.emit(HubEvent("repo", "delete", repo, req.base_url))
     return json_response({})
 
 
@@ -118,6 +121,8 @@ def repo_settings(app: HubApp, req: Request, plural: str, repo: str) -> Response
                 raise HubError(400, "gated must be false, 'auto' or 'manual'")
             r.gated = data["gated"]
         app.store.save()
+        changed = {"private": r.private} if "private" in data or "visibility" in data else {}
+        app.store.emit(HubEvent("repo.config", "update", r, req.base_url, updated_config=changed))
     return json_response({})
 
 
@@ -130,6 +135,8 @@ def create_branch(app: HubApp, req: Request, plural: str, repo: str, branch: str
             raise HubError(409, f"Reference already exists: refs/heads/{branch}")
         r.branches[branch] = app.commit_at(r, data.get("startingPoint") or "main").oid
         app.store.save()
+        refs = [(f"refs/heads/{branch}", None, r.branches[branch])]
+        app.store.emit(HubEvent("repo.content", "update", r, req.base_url, updated_refs=refs))
     return json_response({})
 
 
@@ -141,8 +148,10 @@ def delete_branch(app: HubApp, req: Request, plural: str, repo: str, branch: str
             raise HubError(404, f"Invalid rev id: {branch}", code="RevisionNotFound")
         if branch == "main":
             raise HubError(403, "The main branch cannot be deleted")
-        del r.branches[branch]
+        old = r.branches.pop(branch)
         app.store.save()
+        refs = [(f"refs/heads/{branch}", old, None)]
+        app.store.emit(HubEvent("repo.content", "update", r, req.base_url, updated_refs=refs))
     return json_response({})
 
 
@@ -158,6 +167,8 @@ def create_tag(app: HubApp, req: Request, plural: str, repo: str, rev: str) -> R
             raise HubError(409, f"Tag already exists: {tag}")
         r.tags[tag] = app.commit_at(r, unquote(rev)).oid
         app.store.save()
+        refs = [(f"refs/tags/{tag}", None, r.tags[tag])]
+        app.store.emit(HubEvent("repo.content", "update", r, req.base_url, updated_refs=refs))
     return json_response({})
 
 
@@ -167,8 +178,10 @@ def delete_tag(app: HubApp, req: Request, plural: str, repo: str, rev: str) -> R
         r = app.writable_repo(req, repo_type, unquote(repo))
         if tag not in r.tags:
             raise HubError(404, f"Invalid rev id: {tag}", code="RevisionNotFound")
-        del r.tags[tag]
+        old = r.tags.pop(tag)
         app.store.save()
+        refs = [(f"refs/tags/{tag}", old, None)]
+        app.store.emit(HubEvent("repo.content", "update", r, req.base_url, updated_refs=refs))
     return json_response({})
 
 
@@ -447,6 +460,7 @@ def commit(app: HubApp, req: Request, plural: str, repo: str, rev: str) -> Respo
                 raise HubError(400, f"{MISSING_LFS}: {change.path}")
         writer = app.accounts.can_write(r, token)
         pr_url: str | None = None
+        events: list[HubEvent] = []
         if create_pr:
             base = app.commit_at(r, parent_commit) if parent_commit else app.commit_at(r, rev)
             branch = rev.removeprefix("refs/heads/")
@@ -467,6 +481,10 @@ def commit(app: HubApp, req: Request, plural: str, repo: str, rev: str) -> Respo
             discussion.events.append(commit_event(token.user, new))
             r.discussions.append(discussion)
             pr_url = f"{repo_url(req, repo_type, r.id)}/discussions/{num}"
+            refs = [(f"refs/pr/{num}", None, new.oid)]
+            events.append(HubEvent("repo.content", "update", r, req.base_url, updated_refs=refs))
+            comment = discussion.events[0]
+            events.append(HubEvent("discussion", "create", r, req.base_url, discussion, comment))
         elif m := re.fullmatch(r"refs/pr/(\d+)", rev):
             discussion = r.discussion(int(m.group(1)))
             if discussion is None or not discussion.is_pr or m.group(1) not in r.prs:
@@ -484,6 +502,8 @@ def commit(app: HubApp, req: Request, plural: str, repo: str, rev: str) -> Respo
             new = _apply(app, r, head, changes, header, token.user)
             r.prs[m.group(1)] = new.oid
             discussion.events.append(commit_event(token.user, new))
+            refs = [(rev, head, new.oid)]
+            events.append(HubEvent("repo.content", "update", r, req.base_url, updated_refs=refs))
         else:
             branch = rev.removeprefix("refs/heads/")
             if branch not in r.branches:
@@ -499,7 +519,11 @@ def commit(app: HubApp, req: Request, plural: str, repo: str, rev: str) -> Respo
                 raise HubError(412, "A commit has happened since. Please refresh and try again.")
             new = _apply(app, r, head, changes, header, token.user)
             r.branches[branch] = new.oid
+            refs = [(f"refs/heads/{branch}", head, new.oid)]
+            events.append(HubEvent("repo.content", "update", r, req.base_url, updated_refs=refs))
         app.store.save()
+        for event in events:
+            app.store.emit(event)
     payload: dict[str, Any] = {
         "success": True,
         "commitOid": new.oid,

@@ -12,11 +12,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import admin, api_discussions, api_read, api_write
+from . import admin, api_discussions, api_jobs, api_read, api_webhooks, api_write
 from .accounts import ADMIN_TOKEN, Accounts, Token
 from .instrument import FaultTable, Stats
+from .jobs_runner import Jobs
 from .storage import REPO_TYPES, Commit, Repo, Store
 from .web import HubError, HubHTTPServer, Request, Router
+from .webhook_delivery import Webhooks
 
 
 @dataclass
@@ -77,6 +79,12 @@ class HubApp:
         # Order matters only where patterns overlap; module lists are independent today.
         # Jobs and webhooks slot in here as further modules with a ROUTES list.
         for module in (admin, api_read, api_write, api_discussions):
+            self.router.add(module.ROUTES)
+        # Jobs run as subprocesses; webhooks hear every change the store announces.
+        self.jobs = Jobs(data_dir / "jobs")
+        self.webhooks = Webhooks(self)
+        self.store.listeners.append(self.webhooks.on_event)
+        for module in (api_jobs, api_webhooks):
             self.router.add(module.ROUTES)
 
     # -- auth -----------------------------------------------------------------------------------
