@@ -221,7 +221,7 @@ def test_range_reads_are_exact(hub: LocalHub) -> None:
     # Suffix and multi-range requests, straight over HTTP.
     url = f"{hub.url}/{PADDED_REPO}/resolve/main/{WEIGHTS}"
     total = fs.info(target)["size"]
-    with httpx2.Client() as client:
+    with httpx2.Client(follow_redirects=True) as client:
         tail = client.get(url, headers={"Range": "bytes=-16"})
         assert (
             tail.status_code == 206
@@ -370,7 +370,7 @@ def test_parent_commit_conflicts_and_card_updates(hub: LocalHub) -> None:
         "lora",
         "lora-audit",
     ]
-    with httpx2.Client() as client:
+    with httpx2.Client(follow_redirects=True) as client:
         bad = client.post(
             f"{hub.url}/api/validate-yaml", json={"content": "---\ntags: [x\n---\n", "repoType": "model"}
         )
@@ -476,8 +476,11 @@ def test_truncated_body_is_resumed_with_a_range(hub: LocalHub, tmp_path: Path) -
     # The client reads 10 MB chunks and resumes from the last whole chunk with a Range request.
     size = api(hub).model_info(PADDED_REPO, files_metadata=True).siblings
     weights = next(s for s in size if s.rfilename == WEIGHTS)
-    hub.fault(re.escape(f"{PADDED_REPO}/resolve/main/{WEIGHTS}"), truncate=12_000_000, times=1, method="GET")
+    # LFS bytes come from the CDN origin the Hub redirects to: the fault is there.
+    cdn_path = re.escape(f"/cdn/models/{PADDED_REPO}/") + ".*" + re.escape(WEIGHTS)
+    fault = hub.fault(cdn_path, truncate=12_000_000, times=1, method="GET")
     got = hf_hub_download(PADDED_REPO, WEIGHTS, cache_dir=tmp_path)
+    assert hub.fault_hits(fault) == 1
     assert hashlib.sha256(Path(got).read_bytes()).hexdigest() == weights.lfs.sha256
     (file,) = hub.stats()["files"]
     resumed_at = 10 * 2**20

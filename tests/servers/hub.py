@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,9 +29,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 if __package__:
-    from .localhub import accounts, app, seed
+    from .localhub import accounts, app, cdn, seed
 else:  # run as `python tests/servers/hub.py`: this folder is sys.path[0]
-    from localhub import accounts, app, seed  # type: ignore[no-redef]
+    from localhub import accounts, app, cdn, seed  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[2]
 HUB_SCRIPT = Path(__file__).resolve()
@@ -132,13 +133,26 @@ class LocalHub:
         truncate: int | None = None,
         times: int | None = None,
         method: str | None = None,
+        rate_limit: int | None = None,
+        ignore_range: bool = False,
+        bad_content_range: bool = False,
+        short: int | None = None,
+        stall_after: int | None = None,
+        stall_seconds: float | None = None,
     ) -> str:
         """Make requests whose path matches ``path_regex`` (``re.search``) misbehave.
 
         ``status``: answer that status with a Hub-style error (and ``Retry-After`` if given);
         ``latency``: wait that many seconds first; ``truncate``: send that many body bytes of the
-        real answer, then drop the connection. ``times``: how many matching requests it affects
-        (None = until ``clear_faults``). ``method`` restricts it to one HTTP method. Returns its id.
+        real answer, then drop the connection; ``rate_limit``: answer 429 with only a
+        ``RateLimit: "api";r=0;t=<rate_limit>`` header; ``ignore_range``: answer 200 with the whole
+        file; ``bad_content_range``: a ``Content-Range`` naming other bytes than those sent;
+        ``short``: a complete answer of only that many body bytes, connection kept;
+        ``stall_after``: send that many body bytes, then nothing for ``stall_seconds`` (30) or
+        until the client hangs up. LFS file bytes come from the CDN origin (paths ``/cdn/...``),
+        the redirect from ``/resolve/...``. ``times``: how many matching requests it affects
+        (None = until ``clear_faults``). ``method`` restricts it to one HTTP method. Returns its
+        id; ``fault_hits(id)`` tells how often it fired.
         """
         spec = {
             "path": path_regex,
@@ -148,6 +162,12 @@ class LocalHub:
             "truncate": truncate,
             "times": times,
             "method": method,
+            "rate_limit": rate_limit,
+            "ignore_range": ignore_range or None,
+            "bad_content_range": bad_content_range or None,
+            "short": short,
+            "stall_after": stall_after,
+            "stall_seconds": stall_seconds,
         }
         return str(self._call("POST", "/_admin/faults", spec)["id"])
 
@@ -201,6 +221,15 @@ class LocalHub:
         self._call(
             "DELETE", "/_admin/gated-access", {"repo_id": repo_id, "repo_type": repo_type, "user": user}
         )
+
+    @property
+    def cdn_url(self) -> str | None:
+        """The CDN origin LFS files redirect to (another loopback port), or None without one."""
+        return self._call("GET", "/_admin/health", auth=False).get("cdn")
+
+    def fault_hits(self, fault_id: str) -> int:
+        """How many requests a fault has affected so far."""
+        return next(int(f["hits"]) for f in self.faults() if f["id"] == fault_id)
 
     def healthy(self) -> bool:
         try:
@@ -310,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="what /preupload answers (default: lfs if HF_HUB_DISABLE_XET is set, else regular)",
     )
+    parser.add_argument(
+        "--cdn-port",
+        type=int,
+        default=0,
+        help="port of the CDN origin LFS files redirect to (0 = any free port)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
 
@@ -338,8 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     server = hub_app.serve(args.port)
+    cdn_server = cdn.serve_cdn(hub_app, args.cdn_port)
+    threading.Thread(target=cdn_server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    print(f"[localhub] serving {url}  (data: {data})", file=sys.stderr)
+    print(f"[localhub] serving {url}  (data: {data}; LFS files from {hub_app.cdn_url})", file=sys.stderr)
     print(f"[localhub]   export HF_ENDPOINT={url} HF_TOKEN={ALICE_TOKEN}", file=sys.stderr)
     print(f"[localhub]   tokens: alice={ALICE_TOKEN} bob={BOB_TOKEN} carol={CAROL_TOKEN}", file=sys.stderr)
     print(f"[localhub]   admin:  {ADMIN_TOKEN}", file=sys.stderr)
@@ -355,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.server_close()
+        cdn_server.shutdown()
+        cdn_server.server_close()
         hub_app.store.save()
     return 0
 

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 def health(app: HubApp, req: Request) -> Response:
     with app.store.lock:
         return json_response(
-            {"ok": True, "repos": len(app.store.repos), "seeded": bool(app.store.meta.get("seeded"))}
+            {
+                "ok": True,
+                "repos": len(app.store.repos),
+                "seeded": bool(app.store.meta.get("seeded")),
+                "cdn": app.cdn_url,
+            }
         )
 
 

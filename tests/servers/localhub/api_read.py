@@ -13,6 +13,7 @@ import json
 import mimetypes
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode
 
@@ -480,6 +481,11 @@ def parse_range(header: str, size: int) -> list[tuple[int, int]] | None:
 
 
 def resolve(app: HubApp, req: Request, repo: str, rev: str, path: str, prefix: str | None = None) -> Response:
+    """A file at a revision: small files answer here, LFS files redirect to the CDN origin.
+
+    The redirect carries what ``huggingface_hub`` reads from it without following it: the LFS
+    file's size and sha256 (``X-Linked-Size``, ``X-Linked-Etag``) and the commit.
+    """
     repo_type = {"datasets/": "dataset", "spaces/": "space"}.get(prefix or "", "model")
     path = unquote(path)
     with app.store.lock:
@@ -493,17 +499,51 @@ def resolve(app: HubApp, req: Request, repo: str, rev: str, path: str, prefix: s
         meta = app.store.blobs.meta(entry.blob)
         blob_path = app.store.blobs.path(entry.blob)
         etag = entry.blob if entry.lfs else meta.sha1
-    size = meta.size
+    if entry.lfs and app.cdn_url:
+        from .cdn import signed_url
+
+        location = signed_url(app, repo_type, r.id, entry.blob, path)
+        return Response(
+            302,
+            {
+                "Location": location,
+                "X-Linked-Size": str(meta.size),
+                "X-Linked-Etag": f'"{entry.blob}"',
+                "ETag": f'"{git_pointer_etag(entry.blob, meta.size)}"',
+                "X-Repo-Commit": commit.oid,
+                "Access-Control-Expose-Headers": "X-Repo-Commit,X-Linked-Size,X-Linked-Etag,ETag,Location",
+                "Content-Type": "text/plain; charset=utf-8",
+            },
+            [f"Found. Redirecting to {location}".encode()],
+        )
+    headers = {"X-Repo-Commit": commit.oid}
+    return file_response(req, headers, blob_path, meta.size, etag, path, key=(repo_type, r.id, path))
+
+
+def git_pointer_etag(oid: str, size: int) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(lfs_pointer(oid, size)) + lfs_pointer(oid, size)).hexdigest()
+
+
+def file_response(
+    req: Request,
+    extra: dict[str, str],
+    blob_path: Path,
+    size: int,
+    etag: str,
+    path: str,
+    *,
+    key: tuple[str, str, str],
+) -> Response:
+    """A file's bytes: whole, one range (206 + ``Content-Range``) or several (multipart)."""
     name = path.rsplit("/", 1)[-1]
     headers = {
         "Content-Type": mimetypes.guess_type(name)[0] or "application/octet-stream",
         "Accept-Ranges": "bytes",
         "ETag": f'"{etag}"',
-        "X-Repo-Commit": commit.oid,
+        **extra,
         "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}; filename=\"{name.encode('ascii', 'replace').decode()}\"",
         "Access-Control-Expose-Headers": "X-Repo-Commit,ETag,Content-Range,Accept-Ranges",
     }
-    key = (repo_type, r.id, path)
     range_header = req.headers.get("Range")
     if range_header is None and (req.headers.get("If-None-Match") or "").strip('W/"') == etag:
         return Response(304, headers)

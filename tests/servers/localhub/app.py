@@ -75,6 +75,7 @@ class HubApp:
         self.lfs_uploads: dict[str, dict[str, Any]] = {}  # ticket -> pending LFS object
         self.lfs_objects: dict[str, set[str]] = {}  # repo key -> LFS oids uploaded, maybe not committed yet
         self.lfs_lock = threading.Lock()
+        self.cdn_url: str | None = None  # the CDN origin LFS files redirect to, once cdn.serve_cdn runs
         self.router = Router([])
         # Order matters only where patterns overlap; module lists are independent today.
         # Jobs and webhooks slot in here as further modules with a ROUTES list.

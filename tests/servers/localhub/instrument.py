@@ -16,6 +16,11 @@ from urllib.parse import unquote
 
 from .storage import hub_date, utc_now
 
+# What a fault can do; each is described on ``Fault``.
+EFFECTS = (
+    "status", "latency", "truncate", "rate_limit", "ignore_range", "bad_content_range", "short", "stall_after",
+)  # fmt: skip
+
 # Byte ranges kept per file; enough for any test, bounded so a long manual session stays small.
 MAX_RANGES_PER_FILE = 2000
 
@@ -27,6 +32,12 @@ class Fault:
     ``times`` is how many matching requests it still affects; ``None`` means until cleared.
     ``status`` replaces the answer with a Hub-style error; ``latency`` delays the answer;
     ``truncate`` sends only that many body bytes of the real answer and then drops the connection.
+    ``rate_limit`` answers 429 with only the Hub's ``RateLimit`` header (``"api";r=0;t=N``).
+    ``ignore_range`` answers a ranged request with 200 and the whole body; ``bad_content_range``
+    sends the asked bytes under a ``Content-Range`` that names other ones; ``short`` sends only
+    that many body bytes as a complete, well-formed answer (a smaller ``Content-Length`` and
+    ``Content-Range``) and keeps the connection; ``stall_after`` sends that many body bytes, then
+    sends nothing for ``stall_seconds`` (or until the client gives up) before dropping it.
     """
 
     id: str
@@ -36,8 +47,15 @@ class Fault:
     retry_after: float | None = None
     latency: float | None = None
     truncate: int | None = None
+    rate_limit: int | None = None
+    ignore_range: bool = False
+    bad_content_range: bool = False
+    short: int | None = None
+    stall_after: int | None = None
+    stall_seconds: float = 30.0
     times: int | None = None
     hits: int = 0
+    abandoned: int = 0  # stalls the client walked away from before the stall ended
     _regex: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,8 +77,15 @@ class Fault:
             "retry_after": self.retry_after,
             "latency": self.latency,
             "truncate": self.truncate,
+            "rate_limit": self.rate_limit,
+            "ignore_range": self.ignore_range,
+            "bad_content_range": self.bad_content_range,
+            "short": self.short,
+            "stall_after": self.stall_after,
+            "stall_seconds": self.stall_seconds,
             "times": self.times,
             "hits": self.hits,
+            "abandoned": self.abandoned,
         }
 
 
@@ -73,14 +98,15 @@ class FaultTable:
         self._ids = itertools.count(1)
 
     def add(self, spec: dict[str, Any]) -> Fault:
-        allowed = {"path", "method", "status", "retry_after", "latency", "truncate", "times"}
+        allowed = {"path", "method", "times", "retry_after", "stall_seconds", *EFFECTS}
         unknown = set(spec) - allowed
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
         if not isinstance(spec.get("path"), str):
             raise ValueError("a fault needs a 'path' regular expression")
-        if all(spec.get(k) is None for k in ("status", "latency", "truncate")):
-            raise ValueError("a fault needs at least one of status, latency, truncate")
+        spec = {k: v for k, v in spec.items() if v is not None}
+        if not any(spec.get(k) not in (None, False) for k in EFFECTS):
+            raise ValueError(f"a fault needs at least one of {', '.join(EFFECTS)}")
         with self._lock:
             fault = Fault(id=f"f{next(self._ids)}", **spec)
             self._faults.append(fault)
@@ -96,6 +122,10 @@ class FaultTable:
                         fault.times -= 1
                     return fault
         return None
+
+    def abandoned(self, fault: Fault) -> None:
+        with self._lock:
+            fault.abandoned += 1
 
     def clear(self) -> None:
         with self._lock:

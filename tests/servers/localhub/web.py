@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 if TYPE_CHECKING:
     from .accounts import Token
     from .app import HubApp
+    from .instrument import Fault
 
 CHUNK = 1 << 20  # bytes per read/write when streaming blobs and bodies
 MAX_BUFFERED_BODY = 2 << 30  # a JSON/NDJSON body larger than this is refused
@@ -95,6 +96,58 @@ def error_response(err: HubError) -> Response:
     if err.code:
         headers["X-Error-Code"] = err.code
     return json_response({"error": err.message, **err.extra}, err.status, headers)
+
+
+# S3-style codes the CDN answers with, by status.
+XML_CODES = {
+    400: "InvalidArgument",
+    403: "AccessDenied",
+    404: "NoSuchKey",
+    416: "InvalidRange",
+    429: "SlowDown",
+}
+
+
+def xml_error_response(err: HubError) -> Response:
+    """How a storage CDN fails: an XML ``<Error>`` document and none of the Hub's error headers."""
+    from xml.sax.saxutils import escape
+
+    code = XML_CODES.get(err.status, "InternalError" if err.status >= 500 else "Error")
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{escape(err.message)}</Message>"
+        f"<RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>"
+    ).encode()
+    keep = {k: v for k, v in err.headers.items() if not k.lower().startswith("x-error")}
+    return Response(err.status, {"Content-Type": "application/xml", **keep}, [body])
+
+
+def cut_body(response: Response, n: int) -> None:
+    """Keep only the first ``n`` body bytes, as a complete answer (a ``short`` fault)."""
+    kept: list[bytes | FilePart] = []
+    left = n
+    for part in response.parts:
+        size = len(part) if isinstance(part, bytes) else part.end - part.start
+        take = min(size, left)
+        if take > 0:
+            kept.append(
+                part[:take] if isinstance(part, bytes) else FilePart(part.path, part.start, part.start + take)
+            )
+        left -= take
+    response.parts = kept
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", ""))
+    if m and n > 0:
+        start = int(m.group(1))
+        end = min(int(m.group(2)), start + n - 1)
+        response.headers["Content-Range"] = f"bytes {start}-{end}/{m.group(3)}"
+
+
+def shift_content_range(response: Response) -> None:
+    """Name other bytes than the ones sent (a ``bad_content_range`` fault)."""
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", ""))
+    if m:
+        start, end = int(m.group(1)) + 1, int(m.group(2)) + 1
+        response.headers["Content-Range"] = f"bytes {start}-{end}/{m.group(3)}"
 
 
 class BodyReader:
@@ -280,7 +333,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self._send(error_response(e), kind="unknown", truncate=None, count=False)
             return
         req = Request(method, self.path, self.headers, body, f"http://{host}")
-        route, params, known = app.router.match(method, req.raw_path)
+        route, params, known = (self.server.router or app.router).match(method, req.raw_path)
         kind = route.kind if route else "unknown"
         admin = route is not None and route.kind == "admin"
         fault = None if admin else app.faults.take(method, req.raw_path)
@@ -305,12 +358,25 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                     else {}
                 )
                 raise HubError(fault.status, f"Injected fault {fault.id} (local Hub)", headers=extra)
+            if fault is not None and fault.rate_limit is not None:
+                # The Hub's own form: no Retry-After, an IETF RateLimit header with the reset time.
+                headers = {
+                    "RateLimit": f'"api";r=0;t={fault.rate_limit}',
+                    "RateLimit-Policy": '"fixed window";"api";q=500;w=300',
+                }
+                raise HubError(429, f"Injected rate limit {fault.id} (local Hub)", headers=headers)
             if route is None:
                 raise HubError(405 if known else 404, "Method not allowed" if known else "Not Found")
             app.authenticate(req, route.auth)
+            if fault is not None and fault.ignore_range and "Range" in req.headers:
+                del req.headers["Range"]
             response = route.handler(app, req, **params)
+            if fault is not None and fault.bad_content_range:
+                shift_content_range(response)
+            if fault is not None and fault.short is not None:
+                cut_body(response, fault.short)
         except HubError as e:
-            response = error_response(e)
+            response = (xml_error_response if self.server.xml_errors else error_response)(e)
         except Exception as e:  # a bug in a route: answer 500 and keep serving
             traceback.print_exc(file=sys.stderr)
             response = error_response(HubError(500, f"Internal error in the local Hub: {e!r}"))
@@ -319,9 +385,13 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 body.drain()
         except (HubError, OSError, ValueError):
             self.close_connection = True
-        self._send(response, kind=kind, truncate=fault.truncate if fault else None, count=not admin)
+        self._send(
+            response, kind=kind, truncate=fault.truncate if fault else None, count=not admin, fault=fault
+        )
 
-    def _send(self, response: Response, *, kind: str, truncate: int | None, count: bool) -> None:
+    def _send(
+        self, response: Response, *, kind: str, truncate: int | None, count: bool, fault: Fault | None = None
+    ) -> None:
         if response.stream is not None:
             self._send_stream(response, kind=kind, count=count)
             return
@@ -338,6 +408,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             if count:
                 self.server.app.stats.body(kind, 0)
             return
+        stall = fault is not None and fault.stall_after is not None
+        if stall:
+            truncate = fault.stall_after  # type: ignore[union-attr]
         budget = length if truncate is None else min(truncate, length)
         sent = file_bytes = 0
         ranges: list[tuple[int, int, int]] = []
@@ -367,6 +440,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (TimeoutError, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        if stall and sent < length:
+            self._stall(fault)  # type: ignore[arg-type]
         if sent < length:
             # A truncated answer: the client must see the connection drop mid-body.
             self.close_connection = True
@@ -381,6 +456,21 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 ranges=ranges,
                 status=response.status,
             )
+
+    def _stall(self, fault: Fault) -> None:
+        """Send nothing more until ``stall_seconds`` pass or the client hangs up (then count it)."""
+        import select
+
+        until = time.monotonic() + fault.stall_seconds
+        while (left := until - time.monotonic()) > 0:
+            try:
+                readable, _, _ = select.select([self.connection], [], [], min(left, 0.1))
+                if readable and not self.connection.recv(65536, socket.MSG_PEEK):
+                    self.server.app.faults.abandoned(fault)
+                    return
+            except OSError:
+                self.server.app.faults.abandoned(fault)
+                return
 
     def _send_stream(self, response: Response, *, kind: str, count: bool) -> None:
         """Chunked transfer encoding, one chunk per piece, flushed at once (live logs)."""
@@ -418,6 +508,10 @@ class HubHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, app: HubApp) -> None:
+    def __init__(
+        self, port: int, app: HubApp, *, router: Router | None = None, xml_errors: bool = False
+    ) -> None:
         self.app = app
+        self.router = router  # None: the Hub's routes; the CDN origin brings its own
+        self.xml_errors = xml_errors  # the CDN answers errors as XML documents, like S3
         super().__init__(("127.0.0.1", port), HubRequestHandler)
