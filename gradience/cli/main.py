@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     regimes_cmd.register(sub)
     merge_cmd.register(sub)
     diff_cmd.register(sub)
+    from gradience.cli import crawl_cmd, ecosystem_cmd  # the ecosystem dataset (issue 15)
+
+    crawl_cmd.register(sub)
+    ecosystem_cmd.register(sub)
     return parser
 
 

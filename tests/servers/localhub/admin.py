@@ -41,6 +41,7 @@ def add_fault(app: HubApp, req: Request) -> Response:
 
 def clear_faults(app: HubApp, req: Request) -> Response:
     app.faults.clear()
+    app.webhooks.clear_faults()  # webhook delivery faults go with the others
     return json_response({})
 
 

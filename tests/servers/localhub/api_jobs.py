@@ -30,7 +30,6 @@ LABEL = re.compile(r"[A-Za-z0-9_-]{1,100}")
 LABEL_VALUE = re.compile(r"[A-Za-z0-9_-]{0,100}")
 STAGES = ("COMPLETED", "CANCELED", "ERROR", "DELETED", "SCHEDULING", "RUNNING")
 KEEP_ALIVE = 10.0  # seconds of silence before a comment line (more than the client's 5 s no-follow wait)
-JOBS_PAGE_SIZE = 50
 
 
 def _hw(name: str, pretty: str, cpu: int, ram: int, disk: int, cost: int, gpu: tuple[str, int, int] | None):
@@ -280,7 +279,7 @@ def list_jobs(app: HubApp, req: Request, namespace: str) -> Response:
             and all(j.labels.get(k) == v for k, v in wanted.items())
             and (cursor is None or j.seq < int(cursor))  # keyset: new jobs never shift a page
         ]
-        page = chosen[:JOBS_PAGE_SIZE]
+        page = chosen[: app.config.jobs_page_size]
         body = [render_job(j) for j in page]
     headers: dict[str, str] = {}
     if len(chosen) > len(page):

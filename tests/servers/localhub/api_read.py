@@ -194,7 +194,7 @@ def repo_fields(app: HubApp, req: Request, repo: Repo, commit: Commit) -> dict[s
         "downloadsAllTime": lambda: repo.downloads * 3,
         "likes": lambda: repo.likes,
         "trendingScore": lambda: 0,
-        "tags": lambda: derived_tags(card, paths),
+        "tags": lambda: with_library_tag(derived_tags(card, paths), inferred_library(card, paths)),
         "cardData": lambda: card or None,
         "siblings": lambda: [{"rfilename": p} for p in paths],
         "usedStorage": lambda: used_storage(app, repo),
@@ -204,7 +204,7 @@ def repo_fields(app: HubApp, req: Request, repo: Repo, commit: Commit) -> dict[s
         f.update(
             {
                 "modelId": lambda: repo.id,
-                "library_name": lambda: card.get("library_name"),
+                "library_name": lambda: inferred_library(card, paths),
                 "pipeline_tag": lambda: card.get("pipeline_tag"),
                 "config": lambda: config_of(app, commit),
                 "spaces": lambda: [],
@@ -222,6 +222,19 @@ def repo_fields(app: HubApp, req: Request, repo: Repo, commit: Commit) -> dict[s
     else:
         f.update({"sdk": lambda: card.get("sdk"), "subdomain": lambda: repo.id.replace("/", "-").lower()})
     return f
+
+
+def inferred_library(card: dict[str, Any], paths: list[str]) -> str | None:
+    """The card's ``library_name``, else ``peft`` when the repo holds an ``adapter_config.json``
+    anywhere (the Hub infers the library from the files, so card-less adapters are still found
+    by ``filter=peft``)."""
+    if isinstance(card.get("library_name"), str):
+        return card["library_name"]
+    return "peft" if any(p.rsplit("/", 1)[-1] == "adapter_config.json" for p in paths) else None
+
+
+def with_library_tag(tags: list[str], library: str | None) -> list[str]:
+    return [library, *tags] if library and library not in tags else tags
 
 
 def select(fields: dict[str, Callable[[], Any]], keys: list[str]) -> dict[str, Any]:
@@ -333,10 +346,53 @@ def list_repos(app: HubApp, req: Request, plural: str) -> Response:
     if sort is not None:
         rows.sort(key=lambda r: r["id"])
         rows.sort(key=lambda r: (r["sort"] is not None, r["sort"]), reverse=True)
-    items = [r["item"] for r in rows]
     page_size = min(app.config.page_size, limit) if limit else app.config.page_size
-    page, headers = paged(req, items, page_size)
+    page, headers = keyset_page(req, rows, page_size, sorted_by=sort)
     return json_response(page, headers=headers)
+
+
+def _order_key(row: dict[str, Any]) -> tuple[bool, Any]:
+    return (row["sort"] is not None, row["sort"] if row["sort"] is not None else 0)
+
+
+def keyset_page(
+    req: Request, rows: list[dict[str, Any]], page_size: int, *, sorted_by: str | None
+) -> tuple[list[Any], dict[str, str]]:
+    """One page of a listing whose cursor names the last row sent, not an offset.
+
+    Repos created (or deleted) while a client pages through a listing shift every offset, so an
+    offset cursor repeats or skips rows; a cursor holding the last (sort value, id) continues
+    right after that row in the current order, as the Hub's does. Unsorted listings are in
+    creation order, so new repos only ever append.
+    """
+    raw = req.arg("cursor")
+    start = 0
+    if raw:
+        try:
+            after = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+            last_id, last_key = after["id"], tuple(after["key"])
+        except (ValueError, KeyError, TypeError):
+            start = decode_cursor(raw)  # an offset cursor from before: still honoured
+        else:
+            if sorted_by is None:
+                ids = [r["id"] for r in rows]
+                start = ids.index(last_id) + 1 if last_id in ids else int(after.get("offset", 0))
+            else:
+                start = next(
+                    (
+                        i
+                        for i, r in enumerate(rows)
+                        if _order_key(r) < last_key or (_order_key(r) == last_key and r["id"] > last_id)
+                    ),
+                    len(rows),
+                )
+    page = rows[start : start + page_size]
+    if start + page_size >= len(rows) or not page:
+        return [r["item"] for r in page], {}
+    last = page[-1]
+    token = json.dumps({"id": last["id"], "key": list(_order_key(last)), "offset": start + len(page)})
+    cursor = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+    return [r["item"] for r in page], next_link(req, "cursor", cursor)
 
 
 # -- tree, paths-info, refs, commits -------------------------------------------------------------------

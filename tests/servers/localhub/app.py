@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import admin, api_discussions, api_jobs, api_read, api_webhooks, api_write
+from . import admin, api_datasets, api_discussions, api_jobs, api_read, api_webhooks, api_write, seed_scale
 from .accounts import ADMIN_TOKEN, Accounts, Token
 from .instrument import FaultTable, Stats
 from .jobs_runner import Jobs
@@ -34,6 +34,7 @@ class Config:
     page_size: int = 1000
     tree_page_size: int = 1000
     discussions_page_size: int = 50
+    jobs_page_size: int = 50  # list_jobs (Link pagination)
     upload_mode: str = "regular"
     lfs_threshold: int = 10 * 1024 * 1024
     lfs_multipart_chunk: int = 0
@@ -79,7 +80,7 @@ class HubApp:
         self.router = Router([])
         # Order matters only where patterns overlap; module lists are independent today.
         # Jobs and webhooks slot in here as further modules with a ROUTES list.
-        for module in (admin, api_read, api_write, api_discussions):
+        for module in (admin, api_read, api_write, api_discussions, api_datasets, seed_scale):
             self.router.add(module.ROUTES)
         # Jobs run as subprocesses; webhooks hear every change the store announces.
         self.jobs = Jobs(data_dir / "jobs")
