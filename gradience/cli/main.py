@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gradience.cli import audit_cmd, compress_cmd, diff_cmd, merge_cmd, monitor_cmd, regimes_cmd
+    from gradience.cli import action_cmd, audit_cmd, compress_cmd, diff_cmd, merge_cmd, monitor_cmd, regimes_cmd
 
     parser = _Parser(
         prog="gradience",
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     regimes_cmd.register(sub)
     merge_cmd.register(sub)
     diff_cmd.register(sub)
+    action_cmd.register(sub)
     from gradience.cli import crawl_cmd, ecosystem_cmd  # the ecosystem dataset (issue 15)
 
     crawl_cmd.register(sub)

@@ -1,0 +1,135 @@
+"""GitHub calls, through PyGithub (imported only here, and only when a run needs it).
+
+The sticky comment is found again by its hidden marker *and* its author: a comment someone
+else wrote, even one quoting the marker, is never edited. A token that may not write (a fork's
+pull request) is a normal outcome, reported as ``posted=False`` with the reason, not an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gradience.action.adapters import ChangedFile
+from gradience.action.render import marker, read_digest
+from gradience.errors import GradienceError
+
+if TYPE_CHECKING:
+    from github.PullRequest import PullRequest as GhPull
+
+#: The login of the Actions ``GITHUB_TOKEN`` (an installation token cannot ask ``/user``).
+ACTIONS_BOT = "github-actions[bot]"
+
+
+class GitHubError(GradienceError):
+    """GitHub refused or failed a call the run needs (bad token, unknown repository...)."""
+
+    code = "github"
+
+
+@dataclass(frozen=True)
+class CommentResult:
+    mode: str  # created | edited | unchanged | skipped | failed
+    posted: bool
+    comment_id: int | None = None
+    url: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "posted": self.posted, "id": self.comment_id, "url": self.url,
+                "reason": self.reason}  # fmt: skip
+
+
+def _explain(e: Exception) -> str:
+    """GitHub's own message (``data.message``), never request headers."""
+    status = getattr(e, "status", None)
+    data = getattr(e, "data", None)
+    msg = data.get("message") if isinstance(data, dict) else None
+    return f"GitHub answered {status}: {msg or type(e).__name__}"
+
+
+class GitHub:
+    def __init__(self, api_url: str, token: str, repository: str) -> None:
+        from github import Auth, Github
+
+        self._gh = Github(
+            base_url=api_url,
+            auth=Auth.Token(token),
+            retry=None,
+            timeout=30,
+            per_page=100,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+        )
+        self.repository = repository
+        self._repo: Any = None
+        self._login: str | None = None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from github import GithubException
+
+        try:
+            return fn(*args, **kwargs)
+        except GithubException as e:
+            raise GitHubError(f"cannot {what} in {self.repository}: {_explain(e)}") from None
+
+    def pull(self, number: int) -> GhPull:
+        if self._repo is None:
+            self._repo = self._call("open the repository", self._gh.get_repo, self.repository)
+        return self._call(f"read pull request #{number}", self._repo.get_pull, number)
+
+    def changed_files(self, pull: GhPull) -> list[ChangedFile]:
+        files = self._call("list the pull request's files", lambda: list(pull.get_files()))
+        return [ChangedFile(f.filename, f.status, f.previous_filename) for f in files]
+
+    def login(self) -> str:
+        """Who this token writes as: ``/user`` for a person's token, the Actions bot otherwise."""
+        if self._login is None:
+            from github import GithubException
+
+            try:
+                self._login = self._gh.get_user().login
+            except GithubException:
+                self._login = ACTIONS_BOT
+        return self._login
+
+    def upsert_comment(
+        self,
+        pull: GhPull,
+        body: str,
+        *,
+        scope: str,
+        mode: str,
+        skip_unchanged: bool,
+        create: bool = True,
+        author: str | None = None,
+    ) -> CommentResult:
+        """Create or edit this scope's comment; ``mode`` is ``sticky`` or ``new``. With
+        ``create=False`` (nothing to report) an earlier comment is updated but none is started."""
+        from github import GithubException
+
+        author = author or self.login()
+        tag = marker(scope)
+        try:
+            existing = None
+            if mode == "sticky":
+                for c in pull.get_issue_comments():
+                    if c.body and c.body.startswith(tag) and c.user is not None and c.user.login == author:
+                        existing = c
+                        break
+            if existing is not None:
+                if skip_unchanged and read_digest(existing.body) == read_digest(body):
+                    return CommentResult("unchanged", True, existing.id, existing.html_url)
+                if existing.body == body:
+                    return CommentResult("unchanged", True, existing.id, existing.html_url)
+                existing.edit(body)
+                return CommentResult("edited", True, existing.id, existing.html_url)
+            if not create:
+                return CommentResult("skipped", False, reason="nothing to report and no earlier comment")
+            c = pull.create_issue_comment(body)
+            return CommentResult("created", True, c.id, c.html_url)
+        except GithubException as e:
+            reason = _explain(e)
+            if e.status in (403, 404):
+                reason += " (a read-only token, as on pull requests from forks)"
+            return CommentResult("failed", False, reason=reason)

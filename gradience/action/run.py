@@ -1,0 +1,342 @@
+"""``gradience action run``: one pass of the Action over one pull request.
+
+Order matters for safety and for what users see: secrets are masked before anything else is
+printed; the comment is posted (or, when it cannot be, the reason recorded) before the report
+is written, so the report says what happened; the exit status comes from the gate last, after
+every output exists, so a failing check still leaves its summary and report behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from gradience.action.adapters import GitRepo, glob_folders, touched_folders
+from gradience.action.compare import AdapterResult, compare
+from gradience.action.render import Context, comment, summary
+from gradience.action.runner import Commands, PullRequest, Runner
+from gradience.action.settings import Settings
+from gradience.errors import GradienceError, UsageError
+
+REPORT_SCHEMA = "gradience.action/v1"
+#: Exit status when the gate fails (as ``gradience diff`` with rules): distinct from bad input (2).
+EXIT_GATE = 3
+#: Warnings printed as annotations (GitHub shows about ten per kind per step).
+MAX_WARNINGS = 20
+
+
+@dataclass
+class Outcome:
+    verdict: str
+    exit_code: int
+    results: list[AdapterResult]
+    merges: list[dict[str, Any]]
+    comment: dict[str, Any]
+    report_path: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def _token(env: Mapping[str, str], given: str | None) -> str | None:
+    return given or env.get("INPUT_GITHUB_TOKEN") or env.get("GITHUB_TOKEN") or None
+
+
+def run(
+    settings: Settings,
+    *,
+    env: Mapping[str, str] | None = None,
+    out: TextIO | None = None,
+    github_token: str | None = None,
+    pr_number: int | None = None,
+) -> Outcome:
+    """Audit the pull request the runner's event names, comment, summarise, gate."""
+    env = os.environ if env is None else env
+    runner = Runner.from_env(env)
+    cmds = Commands(runner, out or sys.stdout)
+    token = _token(env, github_token)
+    cmds.mask(token)
+    cmds.mask(env.get("HF_TOKEN"))
+    notes: list[str] = []
+
+    gh = pull = None
+    if token:
+        from gradience.action.github import GitHub
+
+        gh = GitHub(runner.api_url, token, runner.repository)
+    pr = _pull_request(runner, gh, pr_number)
+    untrusted = runner.event_name == "pull_request_target" and pr.from_fork and not settings.allow_untrusted
+    if untrusted:
+        notes.append(
+            "pull_request_target with a fork's head: the comment is skipped (set allow-untrusted to "
+            "comment; the audit reads files only and never runs the pull request's code)"
+        )
+    git = GitRepo(runner.workspace)
+    if not git.ensure_commit(pr.head_sha, pr_ref=pr.number):
+        raise UsageError(
+            f"the head commit {pr.head_sha[:12]} is not in the checkout at {runner.workspace}; "
+            "check out the pull request with fetch-depth: 0"
+        )
+    base_ok = git.ensure_commit(pr.base_sha)
+    if not base_ok:
+        notes.append(
+            f"the base commit {pr.base_sha[:12]} is not in the checkout: adapters are shown without a base"
+        )
+
+    if gh is not None:
+        pull = gh.pull(pr.number)
+        files = gh.changed_files(pull)
+    else:
+        files = git.changed_files(pr.base_sha, pr.head_sha) if base_ok else []
+        notes.append("no GitHub token: changed files come from git, and no comment is posted")
+    folders = touched_folders(files)
+    if settings.paths:
+        for f in glob_folders(git.configs(pr.head_sha), settings.paths):
+            if f not in folders:
+                folders.append(f)
+
+    rules = settings.rules()
+    results: list[AdapterResult] = []
+    merges: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="gradience-action-") as tmp:
+        exported: dict[str, Path | None] = {}
+        for i, folder in enumerate(folders):
+            head_dir = git.export(
+                pr.head_sha, folder, Path(tmp) / str(i) / "head", workspace=runner.workspace
+            )
+            exported[folder] = head_dir
+            base_dir = git.export(pr.base_sha, folder, Path(tmp) / str(i) / "base") if base_ok else None
+            if head_dir is None and base_dir is None:
+                continue  # adapter files touched on neither side's tree (a rename away and back)
+            results.append(
+                compare(
+                    folder, kind="git", base=base_dir, head=head_dir,
+                    base_label=f"{folder}@{pr.base_sha[:7]}" if base_dir else None,
+                    head_label=f"{folder}@{pr.head_sha[:7]}" if head_dir else None,
+                    policy=settings.policy, rules=rules, config_path=f"{folder}/adapter_config.json",
+                )
+            )  # fmt: skip
+        if settings.hub_repos:
+            results += _hub_results(settings, rules, env)
+        for j, (a, b) in enumerate(settings.merge_pairs):
+            dirs = []
+            for k, folder in enumerate((a, b)):
+                if folder not in exported:
+                    dest = Path(tmp) / f"m{j}-{k}"
+                    exported[folder] = git.export(pr.head_sha, folder, dest, workspace=runner.workspace)
+                dirs.append(exported[folder])
+            merges.append(_merge_pair(a, b, dirs))
+
+    verdict = _verdict(results, merges, settings.fail_on)
+    from gradience import __version__
+
+    ctx = Context(runner.repository, pr.number, pr.head_sha, pr.base_sha if base_ok else None, settings.policy,
+                  settings.fail_on, verdict, runner.run_url, __version__)  # fmt: skip
+    body = comment(results, merges, ctx, settings.comment_scope, notes)
+
+    comment_result: dict[str, Any] = {
+        "mode": "skipped",
+        "posted": False,
+        "id": None,
+        "url": None,
+        "reason": None,
+    }
+    if settings.comment == "off":
+        comment_result["reason"] = "comment: off"
+    elif untrusted:
+        comment_result["reason"] = "untrusted head on pull_request_target"
+    elif gh is None or pull is None:
+        comment_result["reason"] = "no GitHub token"
+    else:
+        res = gh.upsert_comment(
+            pull, body, scope=settings.comment_scope, mode=settings.comment,
+            skip_unchanged=settings.skip_unchanged, create=bool(results) or settings.comment == "new",
+        )  # fmt: skip
+        comment_result = res.to_dict()
+        if not res.posted and res.mode == "failed":
+            notes.append(f"the comment could not be posted: {res.reason}; it is in the job summary and the "
+                         "report artifact")  # fmt: skip
+            cmds.annotate("warning", f"gradience: comment not posted: {res.reason}")
+
+    bundle = runner.temp / "gradience-action"
+    bundle.mkdir(parents=True, exist_ok=True)
+    report = _report(runner, pr, settings, verdict, results, merges, comment_result, notes)
+    text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
+    report_path = (bundle / "report.json").resolve()
+    report_path.write_text(text, encoding="utf-8")
+    if settings.report:
+        settings.report.parent.mkdir(parents=True, exist_ok=True)
+        settings.report.write_text(text, encoding="utf-8")
+        report_path = settings.report.resolve()
+    (bundle / "comment.md").write_text(body, encoding="utf-8")
+    (bundle / "pr.json").write_text(json.dumps({"number": pr.number, "head_sha": pr.head_sha}) + "\n")
+
+    cmds.summary(summary(results, merges, ctx, notes))
+    _annotate(cmds, results, merges)
+    line = _one_line(results, verdict, comment_result)
+    cmds.set_output("report", str(report_path))
+    cmds.set_output("verdict", verdict)
+    cmds.set_output("summary", line)
+    cmds.set_output("bundle", str(bundle.resolve()))
+    cmds.set_output("comment-posted", "true" if comment_result["posted"] else "false")
+    cmds.set_output("comment-id", str(comment_result["id"] or ""))
+    cmds.set_output("comment-url", str(comment_result["url"] or ""))
+    cmds.out.write(f"gradience: {line}\n")
+    code = EXIT_GATE if verdict == "fail" else 0
+    return Outcome(verdict, code, results, merges, comment_result, report_path, notes)
+
+
+def _pull_request(runner: Runner, gh: Any, pr_number: int | None) -> PullRequest:
+    """The pull request: from the event payload, or — on ``workflow_run``, whose payload names
+    no pull request for forks — from ``pr_number``, trusted only if GitHub says its head is the
+    commit the triggering run audited."""
+    if runner.event_name != "workflow_run":
+        return runner.pull_request()
+    if pr_number is None:
+        raise UsageError("on workflow_run, give the pull request number", param="pr_number")
+    if gh is None:
+        raise UsageError("on workflow_run, a GitHub token is needed to check the pull request")
+    run = runner.event.get("workflow_run") or {}
+    expected = run.get("head_sha")
+    pull = gh.pull(pr_number)
+    if not expected or pull.head.sha != expected:
+        raise UsageError(
+            f"pull request #{pr_number} is at {pull.head.sha[:12]}, not at the commit the triggering run "
+            f"audited ({str(expected)[:12]}); refusing to comment on it"
+        )
+    return PullRequest(
+        number=pr_number,
+        head_sha=pull.head.sha,
+        base_sha=pull.base.sha,
+        head_repo=pull.head.repo.full_name if pull.head.repo else "(deleted fork)",
+        base_repo=pull.base.repo.full_name,
+        html_url=pull.html_url or "",
+    )
+
+
+def _hub_results(settings: Settings, rules: Any, env: Mapping[str, str]) -> list[AdapterResult]:
+    from gradience.open import OpenOptions
+
+    options = OpenOptions(token=env.get("HF_TOKEN") or None)
+    out = []
+    for spec in settings.hub_repos:
+        base = f"{spec.repo_id}@{spec.base}" if spec.base else None
+        head = f"{spec.repo_id}@{spec.head}"
+        out.append(
+            compare(
+                spec.name,
+                kind="hub",
+                base=base,
+                head=head,
+                base_label=base,
+                head_label=head,
+                policy=settings.policy,
+                rules=rules,
+                options=options,
+            )
+        )
+    return out
+
+
+def _merge_pair(a: str, b: str, dirs: list[Path | None]) -> dict[str, Any]:
+    from gradience.merge.pairwise import merge_audit
+
+    entry: dict[str, Any] = {"a": a, "b": b, "aggregate": None, "error": None, "violations": []}
+    missing = [name for name, d in zip((a, b), dirs, strict=True) if d is None]
+    if missing:
+        entry["error"] = {"code": "not_found", "message": f"no adapter at {', '.join(missing)} in the head"}
+    else:
+        try:
+            entry["aggregate"] = merge_audit([str(d) for d in dirs]).pairs[0].aggregate()
+        except GradienceError as e:
+            entry["error"] = e.to_dict()
+    verdict = (entry["aggregate"] or {}).get("overall_verdict")
+    if entry["error"] or verdict in ("CONFLICTING", "INCOMPATIBLE"):
+        what = entry["error"]["message"] if entry["error"] else f"merge verdict {verdict}"
+        entry["violations"].append({"rule": "merge_pairs", "scope": "pair", "layer": None, "severity": "warning",
+                                    "message": f"{a} + {b}: {what}", "value": verdict, "limit": None})  # fmt: skip
+    return entry
+
+
+def _verdict(results: list[AdapterResult], merges: list[dict[str, Any]], fail_on: str) -> str:
+    sev = {v["severity"] for r in results for v in r.violations} | {
+        v["severity"] for m in merges for v in m["violations"]
+    }
+    if (fail_on == "error" and "error" in sev) or (fail_on == "warning" and sev):
+        return "fail"
+    return "warn" if sev else "pass"
+
+
+def _annotate(cmds: Commands, results: list[AdapterResult], merges: list[dict[str, Any]]) -> None:
+    warnings = 0
+    for r in results:
+        for v in r.violations:
+            where = f" layer {v['layer']}:" if v.get("layer") else ""
+            msg = f"{r.name}:{where} {v['message']}"
+            title = f"gradience: {v['rule']}"
+            if v["severity"] == "error":
+                cmds.annotate("error", msg, file=r.config_path, title=title)
+            elif warnings < MAX_WARNINGS:
+                warnings += 1
+                cmds.annotate("warning", msg, file=r.config_path, title=title)
+    for m in merges:
+        for v in m["violations"]:
+            cmds.annotate(
+                "warning", v["message"], file=f"{m['a']}/adapter_config.json", title="gradience: merge"
+            )
+
+
+def _one_line(results: list[AdapterResult], verdict: str, comment_result: dict[str, Any]) -> str:
+    n_err = sum(v["severity"] == "error" for r in results for v in r.violations)
+    n_warn = sum(v["severity"] == "warning" for r in results for v in r.violations)
+    c = comment_result["mode"]
+    return (f"{len(results)} adapter(s) audited, verdict {verdict} ({n_err} error(s), {n_warn} warning(s)); "
+            f"comment {c}")  # fmt: skip
+
+
+def _report(
+    runner: Runner,
+    pr: PullRequest,
+    settings: Settings,
+    verdict: str,
+    results: list[AdapterResult],
+    merges: list[dict[str, Any]],
+    comment_result: dict[str, Any],
+    notes: list[str],
+) -> dict[str, Any]:
+    from gradience import __version__
+
+    return {
+        "schema": REPORT_SCHEMA,
+        "gradience_version": __version__,
+        "repository": runner.repository,
+        "event": runner.event_name,
+        "pull_request": {
+            "number": pr.number,
+            "head_sha": pr.head_sha,
+            "base_sha": pr.base_sha,
+            "head_repo": pr.head_repo,
+            "from_fork": pr.from_fork,
+        },
+        "settings": {
+            "paths": list(settings.paths),
+            "hub_repos": [
+                s.name if not s.base else f"{s.repo_id}@{s.base}..{s.head}" for s in settings.hub_repos
+            ],
+            "fail_on": settings.fail_on,
+            "rules": settings.rules().to_dict(),
+            "comment": settings.comment,
+            "comment_scope": settings.comment_scope,
+            "skip_unchanged": settings.skip_unchanged,
+            "policy": settings.policy,
+        },
+        "verdict": verdict,
+        "adapters": [r.to_dict() for r in results],
+        "merge_pairs": merges,
+        "comment": comment_result,
+        "notes": notes,
+    }

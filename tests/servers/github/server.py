@@ -1,0 +1,540 @@
+"""A local stand-in for GitHub's REST API: the calls PyGithub makes for pull-request tooling.
+
+Routes: ``/repos/{o}/{r}``, ``…/pulls/{n}``, ``…/pulls/{n}/files`` (paginated), ``…/issues/{n}``,
+``…/issues/{n}/comments`` (list, paginated / create), ``…/issues/comments/{id}`` (get, edit,
+delete), ``…/check-runs`` (create, edit), ``…/commits/{sha}``, ``…/statuses/{sha}``, ``/user``,
+``/rate_limit``.
+
+It is as strict as the real one where clients get things wrong: 401 without a token or with a
+wrong one, 404 for a repository the token cannot see, 403 "Resource not accessible by
+integration" for writes with a read-only (fork) token, 422 for bodies over GitHub's limits,
+``per_page`` capped, ``Link`` headers with absolute URLs on the server's own host and port (which
+PyGithub checks), and rate-limit headers on every answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from .state import Comment, Pull, Repo, State, Token, now
+
+DOCS = "https://docs.github.com/rest"
+MAX_COMMENT = 65536
+MAX_ANNOTATIONS = 50
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+Route = tuple[str, re.Pattern[str], Callable[..., Any]]
+
+
+class GitHubAPI:
+    """The route table and the JSON shapes; one instance per server, sharing ``state``."""
+
+    def __init__(self, state: State, base_url: str) -> None:
+        self.state = state
+        self.base = base_url.rstrip("/")
+        repo = r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)"
+        self.routes: list[Route] = [
+            ("GET", re.compile(r"/user"), self.get_user),
+            ("GET", re.compile(r"/rate_limit"), self.get_rate_limit),
+            ("GET", re.compile(repo), self.get_repo),
+            ("GET", re.compile(repo + r"/pulls/(?P<n>\d+)"), self.get_pull),
+            ("GET", re.compile(repo + r"/pulls/(?P<n>\d+)/files"), self.list_files),
+            ("GET", re.compile(repo + r"/issues/(?P<n>\d+)"), self.get_issue),
+            ("GET", re.compile(repo + r"/issues/(?P<n>\d+)/comments"), self.list_comments),
+            ("POST", re.compile(repo + r"/issues/(?P<n>\d+)/comments"), self.create_comment),
+            ("GET", re.compile(repo + r"/issues/comments/(?P<id>\d+)"), self.get_comment),
+            ("PATCH", re.compile(repo + r"/issues/comments/(?P<id>\d+)"), self.edit_comment),
+            ("DELETE", re.compile(repo + r"/issues/comments/(?P<id>\d+)"), self.delete_comment),
+            ("POST", re.compile(repo + r"/check-runs"), self.create_check_run),
+            ("PATCH", re.compile(repo + r"/check-runs/(?P<id>\d+)"), self.edit_check_run),
+            ("GET", re.compile(repo + r"/commits/(?P<sha>[0-9a-fA-F]+)"), self.get_commit),
+            ("POST", re.compile(repo + r"/statuses/(?P<sha>[0-9a-fA-F]+)"), self.create_status),
+        ]
+
+    # -- dispatch -------------------------------------------------------------------------------
+    def handle(
+        self, method: str, path: str, query: dict[str, str], token: Token | None, body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        for m, pattern, fn in self.routes:
+            match = pattern.fullmatch(path)
+            if match and m == method:
+                if token is None:
+                    raise APIError(401, "Requires authentication")
+                return fn(token=token, query=query, body=body, **match.groupdict())
+        if any(p.fullmatch(path) for _, p, _ in self.routes):
+            raise APIError(405, "Method Not Allowed")
+        raise APIError(404, "Not Found")
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _repo(self, token: Token, owner: str, name: str) -> Repo:
+        repo = self.state.repos.get(f"{owner}/{name}".lower())
+        if repo is None or (token.repos is not None and repo.full_name.lower() not in token.repos):
+            raise APIError(404, "Not Found")
+        return repo
+
+    def _pull(self, repo: Repo, n: str) -> Pull:
+        pull = repo.pulls.get(int(n))
+        if pull is None:
+            raise APIError(404, "Not Found")
+        return pull
+
+    @staticmethod
+    def _writable(token: Token) -> None:
+        if token.permission != "write":
+            raise APIError(403, "Resource not accessible by integration")
+
+    def _user(self, login: str, user_type: str) -> dict[str, Any]:
+        return {
+            "login": login,
+            "id": abs(hash(login)) % 10**8,
+            "type": user_type,
+            "url": f"{self.base}/users/{login}",
+            "html_url": f"https://github.com/{login}",
+        }
+
+    def repo_json(self, repo: Repo) -> dict[str, Any]:
+        owner, name = repo.full_name.split("/")
+        return {
+            "id": abs(hash(repo.full_name)) % 10**8,
+            "name": name,
+            "full_name": repo.full_name,
+            "private": repo.private,
+            "fork": repo.fork,
+            "owner": self._user(owner, "Organization"),
+            "html_url": f"https://github.com/{repo.full_name}",
+            "url": f"{self.base}/repos/{repo.full_name}",
+            "default_branch": repo.default_branch,
+        }
+
+    def _side(self, repo: Repo, ref: str, sha: str, full_name: str | None) -> dict[str, Any]:
+        other = self.state.repos.get((full_name or repo.full_name).lower(), repo)
+        owner = other.full_name.split("/")[0]
+        return {"label": f"{owner}:{ref}", "ref": ref, "sha": sha, "repo": self.repo_json(other)}
+
+    def pull_json(self, repo: Repo, pull: Pull) -> dict[str, Any]:
+        api = f"{self.base}/repos/{repo.full_name}"
+        return {
+            "url": f"{api}/pulls/{pull.number}",
+            "id": pull.number * 7919,
+            "number": pull.number,
+            "state": pull.state,
+            "title": pull.title,
+            "draft": False,
+            "merged": False,
+            "html_url": f"https://github.com/{repo.full_name}/pull/{pull.number}",
+            "issue_url": f"{api}/issues/{pull.number}",
+            "comments_url": f"{api}/issues/{pull.number}/comments",
+            "user": self._user("contributor", "User"),
+            "head": self._side(repo, pull.head_ref, pull.head_sha, pull.head_repo),
+            "base": self._side(repo, pull.base_ref, pull.base_sha, None),
+        }
+
+    def comment_json(self, c: Comment) -> dict[str, Any]:
+        api = f"{self.base}/repos/{c.repo}"
+        return {
+            "id": c.id,
+            "node_id": f"IC_{c.id}",
+            "url": f"{api}/issues/comments/{c.id}",
+            "html_url": f"https://github.com/{c.repo}/pull/{c.issue}#issuecomment-{c.id}",
+            "issue_url": f"{api}/issues/{c.issue}",
+            "body": c.body,
+            "user": self._user(c.login, c.user_type),
+            "created_at": c.created_at,
+            "updated_at": c.updated_at,
+            "author_association": "NONE",
+        }
+
+    def _paginate(
+        self, path: str, query: dict[str, str], items: list[Any]
+    ) -> tuple[int, Any, dict[str, str]]:
+        try:
+            per_page = min(int(query.get("per_page", 30)), self.state.page_size_cap)
+            page = int(query.get("page", 1))
+        except ValueError as e:
+            raise APIError(422, "per_page and page must be integers") from e
+        per_page, page = max(per_page, 1), max(page, 1)
+        last = max(1, -(-len(items) // per_page))
+        chunk = items[(page - 1) * per_page : page * per_page]
+        links = []
+
+        def url(p: int) -> str:
+            return f"{self.base}{path}?{urlencode({**query, 'page': p, 'per_page': per_page})}"
+
+        if page < last:
+            links += [f'<{url(page + 1)}>; rel="next"', f'<{url(last)}>; rel="last"']
+        if page > 1:
+            links += [f'<{url(1)}>; rel="first"', f'<{url(page - 1)}>; rel="prev"']
+        return 200, chunk, ({"Link": ", ".join(links)} if links else {})
+
+    def _body_text(self, body: Any) -> str:
+        if not isinstance(body, dict) or not isinstance(body.get("body"), str):
+            raise APIError(422, "Invalid request: 'body' is required and must be a string")
+        text = body["body"]
+        if len(text) > MAX_COMMENT:
+            raise APIError(422, f"Body is too long (maximum is {MAX_COMMENT} characters)")
+        return text
+
+    # -- routes ---------------------------------------------------------------------------------
+    def get_user(self, token: Token, **_: Any):
+        if token.app:
+            raise APIError(403, "Resource not accessible by integration")
+        return 200, self._user(token.login, token.user_type), {}
+
+    def get_rate_limit(self, token: Token, **_: Any):
+        core = {"limit": self.state.rate_limit, "remaining": self.state.rate_remaining, "reset": 0, "used": 0}
+        return 200, {"resources": {"core": core}, "rate": core}, {}
+
+    def get_repo(self, token: Token, owner: str, name: str, **_: Any):
+        return 200, self.repo_json(self._repo(token, owner, name)), {}
+
+    def get_pull(self, token: Token, owner: str, name: str, n: str, **_: Any):
+        repo = self._repo(token, owner, name)
+        return 200, self.pull_json(repo, self._pull(repo, n)), {}
+
+    def list_files(self, token: Token, owner: str, name: str, n: str, query: dict[str, str], **_: Any):
+        repo = self._repo(token, owner, name)
+        pull = self._pull(repo, n)
+        items = []
+        for f in pull.files[:3000]:  # GitHub lists at most 3000 files of a pull request
+            item = {
+                "sha": f.get("sha", "0" * 40),
+                "filename": f["filename"],
+                "status": f.get("status", "modified"),
+                "additions": f.get("additions", 1),
+                "deletions": f.get("deletions", 0),
+                "changes": f.get("changes", 1),
+                "blob_url": f"https://github.com/{repo.full_name}/blob/{pull.head_sha}/{f['filename']}",
+                "raw_url": f"https://github.com/{repo.full_name}/raw/{pull.head_sha}/{f['filename']}",
+                "contents_url": f"{self.base}/repos/{repo.full_name}/contents/{f['filename']}",
+            }
+            if f.get("previous_filename"):
+                item["previous_filename"] = f["previous_filename"]
+            items.append(item)
+        return self._paginate(f"/repos/{repo.full_name}/pulls/{pull.number}/files", query, items)
+
+    def get_issue(self, token: Token, owner: str, name: str, n: str, **_: Any):
+        repo = self._repo(token, owner, name)
+        pull = self._pull(repo, n)
+        api = f"{self.base}/repos/{repo.full_name}"
+        return (
+            200,
+            {
+                "url": f"{api}/issues/{pull.number}",
+                "id": pull.number * 104729,
+                "number": pull.number,
+                "title": pull.title,
+                "state": pull.state,
+                "comments_url": f"{api}/issues/{pull.number}/comments",
+                "html_url": f"https://github.com/{repo.full_name}/pull/{pull.number}",
+                "user": self._user("contributor", "User"),
+                "pull_request": {"url": f"{api}/pulls/{pull.number}"},
+            },
+            {},
+        )
+
+    def list_comments(self, token: Token, owner: str, name: str, n: str, query: dict[str, str], **_: Any):
+        repo = self._repo(token, owner, name)
+        pull = self._pull(repo, n)
+        items = [
+            self.comment_json(c)
+            for c in sorted(self.state.comments.values(), key=lambda c: c.id)
+            if c.repo == repo.full_name and c.issue == pull.number
+        ]
+        return self._paginate(f"/repos/{repo.full_name}/issues/{pull.number}/comments", query, items)
+
+    def create_comment(self, token: Token, owner: str, name: str, n: str, body: Any, **_: Any):
+        repo = self._repo(token, owner, name)
+        pull = self._pull(repo, n)
+        self._writable(token)
+        text = self._body_text(body)
+        c = Comment(
+            self.state.next_id(),
+            repo.full_name,
+            pull.number,
+            text,
+            token.login,
+            token.user_type,
+            now(),
+            now(),
+        )
+        self.state.comments[c.id] = c
+        return 201, self.comment_json(c), {}
+
+    def _comment(self, repo: Repo, cid: str) -> Comment:
+        c = self.state.comments.get(int(cid))
+        if c is None or c.repo != repo.full_name:
+            raise APIError(404, "Not Found")
+        return c
+
+    def get_comment(self, token: Token, owner: str, name: str, id: str, **_: Any):
+        return 200, self.comment_json(self._comment(self._repo(token, owner, name), id)), {}
+
+    def edit_comment(self, token: Token, owner: str, name: str, id: str, body: Any, **_: Any):
+        c = self._comment(self._repo(token, owner, name), id)
+        self._writable(token)
+        if c.login != token.login:  # an integration may only edit what it wrote
+            raise APIError(403, "Resource not accessible by integration")
+        c.body = self._body_text(body)
+        c.updated_at = now()
+        return 200, self.comment_json(c), {}
+
+    def delete_comment(self, token: Token, owner: str, name: str, id: str, **_: Any):
+        c = self._comment(self._repo(token, owner, name), id)
+        self._writable(token)
+        if c.login != token.login:
+            raise APIError(403, "Resource not accessible by integration")
+        del self.state.comments[c.id]
+        return 204, None, {}
+
+    def create_check_run(self, token: Token, owner: str, name: str, body: Any, **_: Any):
+        repo = self._repo(token, owner, name)
+        self._writable(token)
+        if not token.app:
+            raise APIError(403, "You must authenticate via a GitHub App.")
+        if not isinstance(body, dict) or not body.get("name") or not body.get("head_sha"):
+            raise APIError(422, "Invalid request: 'name' and 'head_sha' are required")
+        self._check_output(body)
+        run = {"id": self.state.next_id(), "repo": repo.full_name, **body}
+        self.state.check_runs[run["id"]] = run
+        return 201, self._check_json(repo, run), {}
+
+    def edit_check_run(self, token: Token, owner: str, name: str, id: str, body: Any, **_: Any):
+        repo = self._repo(token, owner, name)
+        self._writable(token)
+        run = self.state.check_runs.get(int(id))
+        if run is None or run["repo"] != repo.full_name:
+            raise APIError(404, "Not Found")
+        self._check_output(body if isinstance(body, dict) else {})
+        run.update(body or {})
+        return 200, self._check_json(repo, run), {}
+
+    @staticmethod
+    def _check_output(body: dict[str, Any]) -> None:
+        annotations = (body.get("output") or {}).get("annotations") or []
+        if len(annotations) > MAX_ANNOTATIONS:
+            raise APIError(422, f"Only {MAX_ANNOTATIONS} annotations are allowed per request")
+        for a in annotations:
+            if a.get("annotation_level") not in ("notice", "warning", "failure"):
+                raise APIError(422, "annotation_level must be notice, warning or failure")
+
+    def _check_json(self, repo: Repo, run: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": run["id"],
+            "name": run.get("name"),
+            "head_sha": run.get("head_sha"),
+            "status": run.get("status", "queued"),
+            "conclusion": run.get("conclusion"),
+            "url": f"{self.base}/repos/{repo.full_name}/check-runs/{run['id']}",
+            "html_url": f"https://github.com/{repo.full_name}/runs/{run['id']}",
+            "output": run.get("output") or {},
+        }
+
+    def _known_sha(self, repo: Repo, sha: str) -> bool:
+        shas = set(repo.commits)
+        for p in repo.pulls.values():
+            shas |= {p.head_sha, p.base_sha}
+        return sha in shas
+
+    def get_commit(self, token: Token, owner: str, name: str, sha: str, **_: Any):
+        repo = self._repo(token, owner, name)
+        if not self._known_sha(repo, sha):
+            raise APIError(422, f"No commit found for SHA: {sha}")
+        return (
+            200,
+            {
+                "sha": sha,
+                "url": f"{self.base}/repos/{repo.full_name}/commits/{sha}",
+                "commit": {"message": "commit"},
+            },
+            {},
+        )
+
+    def create_status(self, token: Token, owner: str, name: str, sha: str, body: Any, **_: Any):
+        repo = self._repo(token, owner, name)
+        self._writable(token)
+        if not self._known_sha(repo, sha):
+            raise APIError(422, f"No commit found for SHA: {sha}")
+        if not isinstance(body, dict) or body.get("state") not in ("error", "failure", "pending", "success"):
+            raise APIError(422, "state must be error, failure, pending or success")
+        if len(body.get("description") or "") > 140:
+            raise APIError(422, "description is too long (maximum is 140 characters)")
+        status = {"id": self.state.next_id(), "repo": repo.full_name, "sha": sha, **body}
+        self.state.statuses.append(status)
+        return 201, {**status, "url": f"{self.base}/repos/{repo.full_name}/statuses/{sha}"}, {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the state keeps a request log
+        pass
+
+    def _answer(self) -> None:
+        state = self.server.state
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        auth = self.headers.get("Authorization") or ""
+        scheme, _, secret = auth.partition(" ")
+        with state.lock:
+            token = state.tokens.get(secret) if scheme.lower() in ("token", "bearer") else None
+            state.requests.append(
+                {"method": self.command, "path": url.path, "query": query, "login": token and token.login}
+            )
+            headers: dict[str, str] = {}
+            try:
+                if auth and token is None:
+                    raise APIError(401, "Bad credentials")
+                if token is not None:
+                    if state.rate_remaining <= 0:
+                        raise APIError(403, "API rate limit exceeded for installation.")
+                    state.rate_remaining -= 1
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError as e:
+                    raise APIError(400, "Problems parsing JSON") from e
+                status, data, headers = self.server.api.handle(self.command, url.path, query, token, body)
+            except APIError as e:
+                status = e.status
+                data = {"message": e.message, "documentation_url": DOCS, "status": str(e.status), **e.extra}
+            headers = {
+                **headers,
+                "X-RateLimit-Limit": str(state.rate_limit),
+                "X-RateLimit-Remaining": str(max(state.rate_remaining, 0)),
+                "X-RateLimit-Used": str(state.rate_limit - max(state.rate_remaining, 0)),
+                "X-RateLimit-Reset": "4102444800",
+                "X-RateLimit-Resource": "core",
+            }
+        payload = b"" if data is None else json.dumps(data).encode()
+        self.send_response(status)
+        if payload:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _answer
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: State
+    api: GitHubAPI
+
+
+class LocalGitHub:
+    """The server for one test session, on a free loopback port, run in a background thread.
+
+    Tests seed it (``add_repo``, ``add_pull``, ``add_token``), point ``GITHUB_API_URL`` at
+    ``url`` and read back what clients did (``comments``, ``check_runs``, ``statuses``,
+    ``requests``).
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        self.state = State()
+        self._server = _Server(("127.0.0.1", port), _Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server.state = self.state
+        self._server.api = GitHubAPI(self.state, self.url)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-github", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    # -- seeding --------------------------------------------------------------------------------
+    def add_token(
+        self,
+        secret: str,
+        login: str,
+        *,
+        permission: str = "write",
+        app: bool = True,
+        repos: list[str] | None = None,
+    ) -> None:
+        with self.state.lock:
+            scope = None if repos is None else frozenset(r.lower() for r in repos)
+            self.state.tokens[secret] = Token(login, permission, app, scope)
+
+    def add_repo(self, full_name: str, *, private: bool = False, fork: bool = False) -> None:
+        with self.state.lock:
+            self.state.repos[full_name.lower()] = Repo(full_name, private=private, fork=fork)
+
+    def add_pull(
+        self,
+        repo: str,
+        number: int,
+        *,
+        head_sha: str,
+        base_sha: str,
+        files: list[dict[str, Any]],
+        head_repo: str | None = None,
+        title: str = "Update adapters",
+    ) -> None:
+        with self.state.lock:
+            self.state.repos[repo.lower()].pulls[number] = Pull(
+                number, title, head_sha, base_sha, head_repo=head_repo, files=list(files)
+            )
+
+    def update_pull(self, repo: str, number: int, **changes: Any) -> None:
+        with self.state.lock:
+            pull = self.state.repos[repo.lower()].pulls[number]
+            for k, v in changes.items():
+                setattr(pull, k, v)
+
+    def add_comment(self, repo: str, issue: int, body: str, *, login: str, user_type: str = "User") -> int:
+        """A comment written by someone else (a person, another bot)."""
+        with self.state.lock:
+            c = Comment(self.state.next_id(), repo, issue, body, login, user_type, now(), now())
+            self.state.comments[c.id] = c
+            return c.id
+
+    def configure(self, *, page_size_cap: int | None = None, rate_remaining: int | None = None) -> None:
+        with self.state.lock:
+            if page_size_cap is not None:
+                self.state.page_size_cap = page_size_cap
+            if rate_remaining is not None:
+                self.state.rate_remaining = rate_remaining
+
+    # -- reading back ---------------------------------------------------------------------------
+    def comments(self, repo: str, issue: int) -> list[Comment]:
+        with self.state.lock:
+            found = [c for c in self.state.comments.values() if c.repo == repo and c.issue == issue]
+            return sorted(found, key=lambda c: c.id)
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return list(self.state.requests)
+
+    @property
+    def check_runs(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return list(self.state.check_runs.values())
+
+    @property
+    def statuses(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return list(self.state.statuses)
