@@ -40,7 +40,8 @@ def crawl_status(out: Path, *, jobs_db: Path | None = None) -> dict[str, Any]:
         ]
     finally:
         state.close()
-    jobs = _jobs(jobs_db or out / ".crawl" / JOBS_DB)
+    jobs_path = jobs_db or out / ".crawl" / JOBS_DB
+    jobs = _jobs(jobs_path)
     return {
         "last_run": runs[0] if runs else None,
         "runs": runs,
@@ -48,7 +49,24 @@ def crawl_status(out: Path, *, jobs_db: Path | None = None) -> dict[str, Any]:
         "jobs": jobs,
         "counts": counts,
         "failures": failures,
+        "scheduler_events": _events(jobs_path),
     }
+
+
+def _events(path: Path, limit: int = 10) -> list[dict[str, Any]]:
+    """The scheduler's last events (started, finished, error, skipped, missed), newest first."""
+    if not path.is_file():
+        return []
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = con.execute(
+            "SELECT at, job_id, event, detail FROM scheduler_events ORDER BY rowid DESC LIMIT ?", (limit,)
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+    return [{"at": a, "job_id": j, "event": e, "detail": d} for a, j, e, d in rows]
 
 
 def _jobs(path: Path) -> list[dict[str, Any]]:
@@ -89,6 +107,8 @@ def format_status(s: dict[str, Any]) -> str:
         )
     lines.append(f"next run: {s['next_run'] or 'not scheduled'}")
     lines.append("counts: " + (", ".join(f"{k} {v}" for k, v in s["counts"].items()) or "none"))
+    for e in s.get("scheduler_events", [])[:3]:
+        lines.append(f"  scheduler: {e['at']} {e['event']}" + (f" ({e['detail']})" if e["detail"] else ""))
     for f in s["failures"][:5]:
         lines.append(
             f"  failing: {f['repo_id']}{'/' + f['subfolder'] if f['subfolder'] else ''}: {f['detail']}"
