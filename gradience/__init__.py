@@ -16,6 +16,32 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.12.0"
 
+#: Every error class is part of the API: surfaces catch them by type (see gradience.errors).
+_ERRORS = (
+    "GradienceError",
+    "AdapterNotFoundError",
+    "NotLoraError",
+    "NoWeightsError",
+    "RevisionNotFoundError",
+    "AdapterFormatError",
+    "UnsafePickleError",
+    "LfsPointerError",
+    "UnsupportedAdapterError",
+    "ConfigError",
+    "UsageError",
+    "IncompatibleAdaptersError",
+    "UntrainedAdapterError",
+    "TelemetryError",
+    "HubError",
+    "HubAccessError",
+    "GatedRepoError",
+    "PrivateRepoError",
+    "TooLargeError",
+    "HubTransferError",
+    "RateLimitedError",
+    "HubTimeoutError",
+)
+
 _EXPORTS = {
     "audit": "gradience.auditor",
     "AdapterAudit": "gradience.auditor",
@@ -29,7 +55,16 @@ _EXPORTS = {
     "diff": "gradience.diff",
     "AuditDiff": "gradience.diff",
     "Rules": "gradience.diff",
-    "GradienceError": "gradience.errors",
+    "Recommendation": "gradience.auditor",
+    "merge_audit": "gradience.merge.pairwise",
+    "MergeAudit": "gradience.merge.pairwise",
+    "PairAudit": "gradience.merge.pairwise",
+    "merge": "gradience.merge.execute",
+    "MergeResult": "gradience.merge.execute",
+    "OpenOptions": "gradience.open",
+    "open_adapter": "gradience.open",
+    "available_strategies": "gradience.merge.strategies",
+    **{name: "gradience.errors" for name in _ERRORS},
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

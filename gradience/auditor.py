@@ -24,9 +24,12 @@ from gradience.spectral import metrics as M
 from gradience.spectral.compute import layer_spectra
 from gradience.spectral.policies import get_policy
 
-__all__ = ["SCHEMA", "AdapterAudit", "LayerAudit", "Recommendation", "audit"]
+__all__ = ["ROW_VERSION", "SCHEMA", "AdapterAudit", "LayerAudit", "Recommendation", "audit"]
 
 SCHEMA = "gradience.audit/v1"
+#: Version of the flat rows of :meth:`AdapterAudit.to_row` / :meth:`AdapterAudit.layer_rows`;
+#: bumped when a column changes meaning or type (new columns do not bump it).
+ROW_VERSION = 1
 DEFAULT_POLICY = "energy@0.9"
 ENERGY_LEVELS = (0.90, 0.95, 0.99)
 
@@ -111,6 +114,34 @@ class LayerAudit:
         if not top_k:
             row.pop("top_singular_values")
         return row
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> LayerAudit:
+        """Rebuild a layer from its ``to_dict()`` row (needs ``singular_values``)."""
+        s = row.get("singular_values")
+        layer = LoraLayer(
+            name=row["name"],
+            kind=row["kind"],
+            a_key=row["a_key"],
+            b_key=row["b_key"],
+            e_key=None,
+            magnitude_key=None,
+            a_shape=tuple(row["a_shape"]),
+            b_shape=tuple(row["b_shape"]),
+            r=row["r"],
+            alpha=row["alpha"],
+            scale=row["scale"],
+            config_r=row["r"],
+            module_type=row["module_type"],
+            dtype=row["dtype"],
+        )
+        return cls(
+            layer,
+            np.asarray(s if s is not None else [], dtype=np.float64),
+            tuple(row["flags"]),
+            dict(row.get("suggested_ranks") or {}),
+            row.get("dora_magnitude"),
+        )
 
 
 @dataclass(frozen=True)
@@ -366,6 +397,109 @@ class AdapterAudit:
             }
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AdapterAudit:
+        """Rebuild an audit from ``to_dict(layers=True)`` (a saved ``--json`` report).
+
+        Long-running surfaces store reports, not adapters; this turns one back into the
+        object every rendering and :func:`gradience.diff` take. Raises ``UsageError`` for a
+        report without per-layer rows or of another schema.
+        """
+        from gradience.errors import UsageError
+
+        if d.get("schema") != SCHEMA:
+            raise UsageError(f"not a {SCHEMA} report (schema {d.get('schema')!r})", param="report")
+        rows = (d.get("layer_data") or {}).get("layer_rows")
+        if rows is None:
+            raise UsageError("the report has no per-layer rows; save it with layers included", param="report")
+        policies = tuple(d.get("policy_global_suggestions") or {}) or (d["policy"],)
+        return cls(
+            source=dict(d["source"]),
+            adapter=dict(d["adapter"]),
+            layers=tuple(LayerAudit.from_dict(r) for r in rows),
+            policy=d["policy"],
+            policies=policies,
+            ignored_tensors=tuple(d.get("ignored_tensors") or ()),
+            warnings=tuple(d.get("warnings") or ()),
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        """One flat row for datasets (version :data:`ROW_VERSION`): scalars and lists only.
+
+        Columns that describe where the adapter was found (family, task, downloads, the
+        discovery pass) belong to the caller; everything measured is here.
+        """
+        from gradience import __version__
+
+        s = self.summary()
+        rec = self.recommendation
+        a = self.adapter
+        return {
+            "row_version": ROW_VERSION,
+            "repo_id": self.source.get("repo"),
+            "subfolder": self.source.get("subfolder"),
+            "commit": self.source.get("commit"),
+            "path": self.source.get("path"),
+            "base_model": a.get("base_model"),
+            "peft_type": a.get("peft_type"),
+            "task_type": a.get("task_type"),
+            "r": a.get("r"),
+            "lora_alpha": a.get("lora_alpha"),
+            "use_rslora": bool(a.get("use_rslora")),
+            "dora": bool(a.get("dora")),
+            "target_modules": _as_list(a.get("target_modules")),
+            "dtype": ",".join(a.get("dtypes") or []),
+            "format": a.get("format"),
+            "n_layers": s["n_layers"],
+            "n_valid": s["n_valid"],
+            "n_untrained": s["n_untrained"],
+            "lora_params": s["total_lora_params"],
+            "utilization_mean": s["utilization_mean"],
+            "utilization_median": s["utilization_median"],
+            "stable_rank_mean": s["stable_rank_mean"],
+            "stable_rank_median": s["stable_rank_median"],
+            "effective_rank_mean": s["effective_rank_mean"],
+            "energy_rank_90_p50": s["energy_rank_90_p50"],
+            "energy_rank_90_p90": s["energy_rank_90_p90"],
+            "recommendation_status": rec.status,
+            "recommended_r": rec.rank,
+            "recommended_ratio": rec.ratio,
+            "policy": rec.policy,
+            "flags": list(s["flags"]),
+            "gradience_version": __version__,
+        }
+
+    def layer_rows(self, *, top_k: int = 8) -> list[dict[str, Any]]:
+        """One flat row per layer (version :data:`ROW_VERSION`), for a dataset's layer table."""
+        rows = []
+        for x in self.layers:
+            d = x.to_dict(top_k=top_k)
+            rows.append(
+                {
+                    "row_version": ROW_VERSION,
+                    "repo_id": self.source.get("repo"),
+                    "subfolder": self.source.get("subfolder"),
+                    "commit": self.source.get("commit"),
+                    "module": x.name,
+                    "module_type": x.layer.module_type,
+                    "kind": x.layer.kind,
+                    "r": x.layer.r,
+                    "out_features": x.layer.out_features,
+                    "in_features": x.layer.in_features,
+                    "stable_rank": d["stable_rank"],
+                    "utilization": d["utilization"],
+                    "energy_rank_90": d["energy_rank_90"],
+                    "energy_rank_95": d["energy_rank_95"],
+                    "energy_rank_99": d["energy_rank_99"],
+                    "effective_rank": d["effective_rank"],
+                    "sigma_max_scaled": d["sigma_max_scaled"],
+                    "frob_scaled": d["frob_norm_scaled"],
+                    "top_singular_values": d.get("top_singular_values") or [],
+                    "flags": list(x.flags),
+                }
+            )
+        return rows
+
     def to_dict(self, *, layers: bool = False, top_k: int | None = None) -> dict[str, Any]:
         """JSON-ready dict (no NaN/Infinity) following the ``gradience.audit/v1`` schema."""
         from gradience import __version__
@@ -504,6 +638,12 @@ def _magnitude_stats(m: np.ndarray) -> dict[str, float | None]:
         "mean": float(m.mean()),
         "norm": float(np.linalg.norm(m)),
     }
+
+
+def _as_list(x: Any) -> list[str]:
+    if x is None:
+        return []
+    return [x] if isinstance(x, str) else sorted(str(v) for v in x)
 
 
 def _attainable(x: LayerAudit) -> int:

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from gradience.adapters.config import exact_pattern
-from gradience.adapters.load import CONFIG_NAME, Adapter, load_adapter
+from gradience.adapters.load import CONFIG_NAME, Adapter
 from gradience.adapters.write import OUT_DTYPES, encode, lora_factors, most_common_rank, write_peft_adapter
 from gradience.auditor import audit
-from gradience.errors import AdapterFormatError, UnsupportedAdapterError, UsageError
+from gradience.errors import AdapterFormatError, UnsupportedAdapterError, UntrainedAdapterError, UsageError
+from gradience.open import OpenOptions, open_adapter
 from gradience.spectral.factored import svd_qr
 
 __all__ = ["CompressResult", "LayerCompression", "compress"]
@@ -78,30 +79,32 @@ def compress(
     dtype: str | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    options: OpenOptions | None = None,
 ) -> CompressResult:
     """Write the optimal rank-k truncation of every layer as a new PEFT adapter.
 
-    Exactly one way of choosing ranks: ``rank=K`` (every layer min(K, r)); ``policy=``
-    alone (one uniform rank: the 90th percentile of the policy's per-layer suggestions,
-    rounded up); or ``per_layer=True`` (each layer its own suggestion under ``policy``,
-    default ``energy@0.9``, written as ``rank_pattern``).
+    At most one way of choosing ranks: ``rank=K`` (every layer min(K, r, out, in), capped
+    layers named in the warnings); ``per_layer=True`` (each layer its recommended rank,
+    written as ``rank_pattern``); otherwise the audit's uniform recommended rank
+    (:attr:`AdapterAudit.recommendation`) under ``policy`` (default ``energy@0.9``).
 
     Args:
         source: adapter folder.
         out_dir: where to write ``adapter_config.json`` and ``adapter_model.safetensors``.
         dtype: ``F32``, ``F16``, ``BF16`` or ``F64``; default: the input's dtype.
         overwrite: replace an existing adapter in ``out_dir``.
+        options: how to open ``source`` (Hub token, revision, caps; see :class:`OpenOptions`).
 
     Raises:
-        UsageError: no or several rank choices, rank < 1, unknown dtype, existing output.
+        UsageError: several rank choices, rank < 1, unknown dtype, existing output.
+        UntrainedAdapterError: no layer carries an update, so there is no rank to choose.
         UnsupportedAdapterError: AdaLoRA input (its rank masks do not survive truncation).
         AdapterFormatError: a layer with NaN/Inf cannot be truncated.
 
     Example:
         >>> gradience.compress("examples/overprovisioned-r64", "r8/", rank=8)  # doctest: +SKIP
     """
-    chosen = sum([rank is not None, per_layer, policy is not None and not per_layer])
-    if chosen != 1:
+    if rank is not None and (per_layer or policy is not None):
         raise UsageError("choose exactly one of a rank, a policy or per-layer ranks", param="rank")
     if rank is not None and (not isinstance(rank, int) or rank < 1):
         raise UsageError(f"rank must be a positive integer, got {rank!r}", param="rank")
@@ -112,38 +115,57 @@ def compress(
         raise UsageError(
             f"{out} already holds an adapter; choose another folder or overwrite it", param="overwrite"
         )
-    with load_adapter(source) as adapter:
+    with open_adapter(source, options) as adapter:
         if Path(adapter.path).resolve() == out.resolve():
             raise UsageError("the output folder must differ from the input folder", param="out")
         if adapter.config.peft_type != "LORA":
             raise UnsupportedAdapterError(
                 f"compress writes LoRA adapters; {adapter.config.peft_type} input is not supported"
             )
-        ranks = _target_ranks(adapter, rank, policy, per_layer)
-        return _write(adapter, out, ranks, dtype, progress)
+        ranks, warnings = _target_ranks(adapter, rank, policy, per_layer)
+        return _write(adapter, out, ranks, dtype, progress, warnings)
 
 
-def _target_ranks(adapter: Adapter, rank, policy, per_layer) -> dict[str, int]:
+def _target_ranks(adapter: Adapter, rank, policy, per_layer) -> tuple[dict[str, int], list[str]]:
+    """Each layer's output rank, and warnings about ranks that had to be capped.
+
+    Without an explicit rank the ranks come from the audit's :class:`Recommendation`
+    (uniform, or per layer), so what ``compress`` writes is what every surface recommends.
+    """
+    warnings: list[str] = []
     if rank is not None:
-        return {x.name: min(rank, x.r) for x in adapter.layers}
-    spec = policy or "energy@0.9"
-    result = audit(adapter, policy=spec)
+        ranks = {x.name: min(rank, _attainable(x)) for x in adapter.layers}
+        by_r = [x for x in adapter.layers if rank > x.r and _attainable(x) == x.r]
+        by_width = [x for x in adapter.layers if rank > _attainable(x) and _attainable(x) < x.r]
+        if by_r:
+            warnings.append(f"rank {rank} is above r in {len(by_r)} layer(s): they keep their r")
+        for x in by_width:
+            warnings.append(
+                f"{x.name}: rank capped to {_attainable(x)}, the most a {x.out_features}×{x.in_features} "
+                "layer can hold"
+            )
+        return ranks, warnings
+    result = audit(adapter, policy=policy or "energy@0.9")
     bad = [x.name for x in result.layers if not x.valid]
     if bad:
         raise AdapterFormatError(f"layer {bad[0]} has NaN/Inf values; it cannot be compressed")
-    ks = {x.name: x.suggested_ranks[result.policy] for x in result.layers}
+    rec = result.recommendation
+    if not rec.ok:
+        raise UntrainedAdapterError(f"nothing to compress: {rec.reason}", path=adapter.path)
     if per_layer:
-        return {x.name: max(1, ks[x.name]) for x in result.layers}
-    trained = [k for x, k in zip(result.layers, ks.values(), strict=True) if x.trained]
-    uniform = max(1, math.ceil(np.percentile(trained, 90))) if trained else 1
-    return {x.name: min(uniform, x.layer.r) for x in result.layers}
+        # untrained layers (B = 0) keep rank 1: any rank stores the same zero update
+        return {x.name: rec.per_layer.get(x.name, 1) for x in result.layers}, warnings
+    return {x.name: min(rec.rank, _attainable(x.layer)) for x in result.layers}, warnings
 
 
-def _write(adapter: Adapter, out: Path, ranks: dict[str, int], dtype, progress) -> CompressResult:
+def _attainable(x) -> int:
+    return min(x.r, x.out_features, x.in_features)
+
+
+def _write(adapter: Adapter, out: Path, ranks: dict[str, int], dtype, progress, warnings) -> CompressResult:
     cfg = adapter.config
     tensors: dict[str, Any] = {}
     reports: list[LayerCompression] = []
-    warnings: list[str] = []
     n = len(adapter.layers)
     for i, layer in enumerate(adapter.layers):
         f = adapter.factors(layer)

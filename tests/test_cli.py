@@ -140,7 +140,10 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     cases["unknown policy"] = (["audit", str(f), "--policy", "magic"], "unknown rank policy")
     cases["bad policy value"] = (["audit", str(f), "--policy", "energy@7"], "needs t in")
     cases["bad rank"] = (["compress", str(f), "--out", str(tmp / "o"), "--rank", "0"], "positive integer")
-    cases["no rank choice"] = (["compress", str(f), "--out", str(tmp / "o")], "one of the arguments")
+    cases["two rank choices"] = (
+        ["compress", str(f), "--out", str(tmp / "o"), "--rank", "2", "--policy", "knee"],
+        "not allowed with argument",
+    )
     cases["unknown flag"] = (["audit", str(f), "--frobnicate"], "unrecognized arguments")
     return cases
 

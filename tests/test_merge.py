@@ -256,7 +256,7 @@ def test_cli_outputs_validate_against_their_schemas_and_plans_round_trip(tmp_pat
         (["merge-audit", "A", "B", "--energy-threshold", "2"], "energy threshold must be in"),
         (["merge", "A", "B", "--out", "O", "--weights", "1,x"], "comma-separated numbers"),
         (["merge", "A", "B", "--out", "O", "--weights", "1,2,3", "--strategy", "linear"], "need 2 values"),
-        (["merge", "A", "B", "--out", "O", "--strategy", "magic"], "unknown merge strategy"),
+        (["merge", "A", "B", "--out", "O", "--strategy", "magic"], "invalid choice: 'magic'"),
         (["merge", "A", "B", "--out", "O", "--plan", "PLAN"], "not a merge plan"),
     ],
 )

@@ -8,7 +8,10 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gradience.open import OpenOptions
 
 #: Show a progress bar only for work at least this long (in layers, or bytes).
 PROGRESS_MIN_STEPS = 50
@@ -88,11 +91,24 @@ def add_hub_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--max-bin-bytes", dest="max_bin_bytes", type=_size,
                    help="cap on a .bin, which must be downloaded whole (default 512MB)")  # fmt: skip
+    g.add_argument(
+        "--timeout", type=float, help="seconds a Hub request may stall before it is retried (default 30)"
+    )
 
 
 def hub_options(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("subfolder", "repo_type", "revision", "token", "max_bytes", "max_bin_bytes")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    keys = ("subfolder", "repo_type", "revision", "token", "max_bytes", "max_bin_bytes", "timeout")
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if "timeout" in out:
+        out["read_timeout"] = out.pop("timeout")
+    return out
+
+
+def open_options(args: argparse.Namespace, **changes: Any) -> OpenOptions:
+    """The :class:`~gradience.open.OpenOptions` the Hub flags describe (every command has them)."""
+    from gradience.open import OpenOptions
+
+    return OpenOptions().replace(**hub_options(args), **changes)
 
 
 def _size(text: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gradience.cli._common import add_hub_options, hub_options, positive_int, print_json, progress
+from gradience.cli._common import add_hub_options, open_options, positive_int, print_json, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy",
         default="energy@0.9",
-        help="rank policy for suggestions: energy@T, erank, oht, knee, sv_ratio@T, "
-        "sv_cumulative@T, sv_fro@T (default energy@0.9)",
+        help="rank policy behind the recommendation: " + ", ".join(_policy_specs()) + " (default energy@0.9)",
     )
     p.add_argument(
         "--rank-policies",
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         result = audit(
             path, policy=args.policy, policies=extra, precise=args.precise, progress=bar,
-            download_progress=dl, **hub_options(args),
+            options=open_options(args, progress=dl),
         )  # fmt: skip
     data = result.to_dict(layers=args.layers, top_k=args.top_sv)
     if args.top_wasteful:
@@ -77,6 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
         render_audit(data, per_layer=args.layers, suggest_per_layer=args.suggest_per_layer)
     return 0
+
+
+def _policy_specs() -> list[str]:
+    from gradience.spectral.policies import policy_specs
+
+    return policy_specs()
 
 
 def _top_wasteful(result, n: int) -> list[dict]:

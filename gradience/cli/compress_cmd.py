@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gradience.cli._common import positive_int, print_json, progress
+from gradience.cli._common import add_hub_options, open_options, positive_int, print_json, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,19 +16,24 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Replace every LoRA update by its best rank-k approximation (Eckart–Young) and "
             "write a PEFT adapter that loads with PeftModel.from_pretrained."
         ),
-        epilog="example: gradience compress examples/overprovisioned-r64 --out r8/ --rank 8",
+        epilog=(
+            "examples: gradience compress examples/overprovisioned-r64 --out r8/   (the recommended rank)\n"
+            "          gradience compress examples/overprovisioned-r64 --out r8/ --rank 8"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("path", help="adapter folder")
+    p.add_argument("path", help="adapter folder or Hub repo")
     p.add_argument("--out", required=True, help="output folder")
-    how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--rank", type=positive_int, help="keep K directions in every layer")
-    how.add_argument("--policy", help="one uniform rank: p90 of this policy's suggestions")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--rank", type=positive_int, help="keep K directions in every layer (capped per layer)")
+    how.add_argument("--policy", help="the recommended uniform rank under this policy (default energy@0.9)")
     how.add_argument("--per-layer", dest="per_layer", nargs="?", const="energy@0.9",
-                     metavar="POLICY", help="each layer its own rank (default energy@0.9)")  # fmt: skip
+                     metavar="POLICY", help="each layer its recommended rank (default energy@0.9)")  # fmt: skip
     p.add_argument("--dtype", help="F32, F16, BF16 or F64 (default: the input's)")
     p.add_argument("--overwrite", action="store_true", help="replace an adapter in --out")
     p.add_argument("--json", action="store_true", help="JSON report on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_hub_options(p)
     p.set_defaults(run=run)
 
 
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             overwrite=args.overwrite,
             progress=bar,
+            options=open_options(args),
         )
     if args.json:
         print_json(result.to_dict())

@@ -6,10 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from gradience.cli._common import finite, print_json, progress
+from gradience.cli._common import add_hub_options, finite, open_options, print_json, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from gradience.merge.strategies import available_strategies
+    from gradience.merge.verdicts import PRESETS
+
     p = sub.add_parser(
         "merge-audit",
         help="predict whether adapters merge cleanly, layer by layer, and recommend how",
@@ -25,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapter-b", dest="adapter_b", help="second adapter (0.11 spelling)")
     p.add_argument("--energy-threshold", dest="energy", type=float, default=0.90,
                    help="compare each update's top-k directions holding this energy (default 0.90)")  # fmt: skip
-    p.add_argument("--thresholds", default="default", choices=["default", "conservative", "permissive"])
+    p.add_argument("--thresholds", default="default", choices=list(PRESETS), help="verdict threshold preset")
     p.add_argument("--json", action="store_true", help="JSON on stdout (schema gradience.merge_audit/v3)")
     p.add_argument("--markdown", type=Path, help="write a Markdown report here")
     p.add_argument("--plan-out", dest="plan_out", type=Path, help="write the merge plan (JSON) here")
@@ -33,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write merge_audit.json, merge_audit.md and merge_plan.json here (0.11)")  # fmt: skip
     p.add_argument("--verbose", action="store_true", help="show every layer's evidence")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_hub_options(p)
     p.set_defaults(run=run_audit)
 
     m = sub.add_parser(
@@ -49,19 +53,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--out", required=True, type=Path, help="output folder")
     how = m.add_mutually_exclusive_group()
     how.add_argument("--plan", type=Path, help="a merge plan from merge-audit --plan-out")
-    how.add_argument("--strategy", default="auto",
-                     help="auto (default), linear, ties, dare_linear or dare_ties")  # fmt: skip
+    how.add_argument("--strategy", default="auto", choices=["auto", *available_strategies()],
+                     help="auto (default: follow the merge audit's plan) or one strategy for every layer")  # fmt: skip
     m.add_argument("--weights", help="comma-separated weights, one per adapter (default: equal)")
     m.add_argument("--density", type=float, help="TIES/DARE density with a fixed --strategy (default 0.5)")
     m.add_argument(
-        "--energy", type=float, default=0.99, help="energy each merged update keeps (default 0.99)"
-    )
+        "--energy", type=float, default=None,
+        help="truncate each merged update to this fraction of its energy (default: no truncation; linear is exact)",
+    )  # fmt: skip
+    m.add_argument("--allow-different-base", dest="allow_different_base", action="store_true",
+                   help="merge adapters trained for different base models (refused by default)")  # fmt: skip
     m.add_argument("--max-rank", dest="max_rank", type=int, help="cap on each output layer's rank")
     m.add_argument("--seed", type=int, default=0, help="seed for DARE masks and the randomized SVD")
     m.add_argument("--dtype", default="F32", choices=["F32", "F16", "BF16", "F64"])
     m.add_argument("--overwrite", action="store_true", help="replace an adapter in --out")
     m.add_argument("--json", action="store_true", help="JSON report on stdout")
     m.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_hub_options(m)
     m.set_defaults(run=run_merge)
 
 
@@ -80,7 +88,7 @@ def run_audit(args: argparse.Namespace) -> int:
 
     with progress("comparing", enabled=not args.quiet) as bar:
         result = merge_audit(_adapters(args), energy_threshold=args.energy, thresholds=args.thresholds,
-                             progress=bar)  # fmt: skip
+                             progress=bar, options=open_options(args))  # fmt: skip
     data = result.to_dict()
     outputs = []
     if args.output_dir:
@@ -119,6 +127,7 @@ def run_merge(args: argparse.Namespace) -> int:
             args.adapters, args.out, plan=args.plan, strategy=args.strategy, weights=weights,
             density=args.density, energy=args.energy, max_rank=args.max_rank, seed=args.seed,
             dtype=args.dtype, overwrite=args.overwrite, progress=bar,
+            allow_different_base=args.allow_different_base, options=open_options(args),
         )  # fmt: skip
     if args.json:
         print_json(result.to_dict())

@@ -22,11 +22,12 @@ import numpy as np
 
 from gradience.adapters.config import exact_pattern
 from gradience.adapters.layout import LoraLayer
-from gradience.adapters.load import CONFIG_NAME, Adapter, load_adapter
+from gradience.adapters.load import CONFIG_NAME, Adapter
 from gradience.adapters.write import PeftAdapterWriter, lora_factors, most_common_rank
-from gradience.errors import ConfigError, UnsupportedAdapterError, UsageError
+from gradience.errors import ConfigError, IncompatibleAdaptersError, UnsupportedAdapterError, UsageError
 from gradience.merge.recommend import PLAN_SCHEMA
 from gradience.merge.strategies import BLOCK, get_strategy
+from gradience.open import OpenOptions, open_adapter
 from gradience.spectral.factored import svd_qr
 from gradience.spectral.metrics import energy_rank
 from gradience.spectral.randomized import randomized_svd
@@ -73,12 +74,14 @@ def merge(
     strategy: str = "auto",
     weights: Sequence[float] | None = None,
     density: float | None = None,
-    energy: float = 0.99,
+    energy: float | None = None,
     max_rank: int | None = None,
     seed: int = 0,
     dtype: str = "F32",
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    allow_different_base: bool = False,
+    options: OpenOptions | None = None,
 ) -> MergeResult:
     """Merge two or more LoRA adapters into one PEFT adapter without the base model.
 
@@ -89,20 +92,26 @@ def merge(
             ``dare_linear`` or ``dare_ties`` for every layer.
         weights: one weight per adapter (default: equal, summing to 1).
         density: for TIES/DARE with a fixed strategy (default 0.5).
-        energy: keep the top directions holding this fraction of each merged update's
-            energy (1.0: everything).
+        energy: truncate each merged update to the top directions holding this fraction of
+            its energy. Default None: no truncation — linear merges are exact, TIES/DARE keep
+            every direction up to the rank cap.
         max_rank: cap on any output layer's rank (default: the sum of the input ranks).
         seed: seeds DARE's drop masks and the randomized SVD.
+        allow_different_base: merge adapters whose configs name different base models
+            (refused by default: such a merge is meaningless).
+        options: how to open the adapters (Hub token, revision, caps; see :class:`OpenOptions`).
 
     Raises:
         UsageError: bad weights, energy, plan, or existing output without ``overwrite``.
+        IncompatibleAdaptersError: different base models (without ``allow_different_base``)
+            or no layer in common.
         UnsupportedAdapterError: DoRA inputs (their magnitudes cannot be merged here).
         AdapterFormatError: NaN/Inf in a layer, shapes that differ between adapters.
     """
     n = len(sources)
     if n < 2:
         raise UsageError("merge needs at least two adapters")
-    if not 0 < energy <= 1:
+    if energy is not None and not 0 < energy <= 1:
         raise UsageError(f"energy must be in (0, 1], got {energy}", param="energy")
     if weights is not None and len(weights) != n:
         raise UsageError(f"weights need {n} values (one per adapter), got {len(weights)}", param="weights")
@@ -116,7 +125,7 @@ def merge(
     if plan is None and strategy == "auto":
         from gradience.merge.pairwise import merge_audit
 
-        plan = merge_audit(list(sources)).plan()
+        plan = merge_audit(list(sources), options=options).plan()
     elif plan is None:
         get_strategy(strategy)
         w = list(weights) if weights is not None else [1.0 / n] * n
@@ -128,8 +137,26 @@ def merge(
         for spec in plan["layers"].values():
             spec["weights"] = list(weights)
     with ExitStack() as stack:
-        adapters = [stack.enter_context(load_adapter(s)) for s in sources]
+        adapters = [stack.enter_context(open_adapter(s, options)) for s in sources]
+        _check_compatible(adapters, allow_different_base)
         return _merge(adapters, out, plan, energy, max_rank, seed, dtype, progress)
+
+
+def _check_compatible(adapters: list[Adapter], allow_different_base: bool) -> None:
+    """Refuse merges that cannot mean anything, before any byte is written."""
+    bases = sorted({ad.config.base_model for ad in adapters if ad.config.base_model})
+    if len(bases) > 1 and not allow_different_base:
+        raise IncompatibleAdaptersError(
+            f"the adapters were trained for different base models ({', '.join(bases)}); a merge of "
+            "their updates is meaningless unless the bases are known to share weights",
+            param="allow_different_base",
+        )
+    shapes = [{x.name: (x.out_features, x.in_features) for x in ad.layers} for ad in adapters]
+    shared = set(shapes[0]).intersection(*shapes[1:])
+    if not any(all(s[n] == shapes[0][n] for s in shapes) for n in shared):
+        raise IncompatibleAdaptersError(
+            "the adapters have no layer in common (same module name and shape): there is nothing to merge"
+        )
 
 
 def _load_plan(plan: str | Path | dict[str, Any], n: int) -> dict[str, Any]:
@@ -179,9 +206,9 @@ def _merge(adapters: list[Adapter], out: Path, plan, energy, max_rank, seed, dty
                 f"{ad.path} is a DoRA adapter: its magnitude vectors cannot be merged in factor space"
             )
     warnings: list[str] = []
-    bases = {ad.config.base_model for ad in adapters}
+    bases = {ad.config.base_model for ad in adapters if ad.config.base_model}
     if len(bases) > 1:
-        warnings.append(f"the adapters name different base models: {sorted(map(str, bases))}")
+        warnings.append(f"merged across different base models (explicitly allowed): {sorted(bases)}")
     index = [{x.name: x for x in ad.layers} for ad in adapters]
     names = list(dict.fromkeys(x.name for ad in adapters for x in ad.layers))
     mask_rng = np.random.default_rng([seed, 0])  # DARE drop masks, layer after layer
@@ -244,7 +271,8 @@ def _merge_layer(adapters, index, name, plan, energy, max_rank, mask_rng, svd_rn
         a_cat = np.vstack([a for a, _, _ in parts])
         svd = svd_qr(a_cat, b_cat, 1.0)
         total = float(np.dot(svd.s, svd.s))
-        k = max(1, min(cap, energy_rank(svd.s, energy) if energy < 1 else int(np.count_nonzero(svd.s > 0))))
+        exact = energy is None or energy >= 1
+        k = max(1, min(cap, int(np.count_nonzero(svd.s > 0)) if exact else energy_rank(svd.s, energy)))
     else:
         # float32 task vectors and merge (the rules work in blocks); sums of squares in float64
         tasks = [(s * b).astype(np.float32) @ a.astype(np.float32) for a, b, s in parts]
@@ -255,7 +283,7 @@ def _merge_layer(adapters, index, name, plan, energy, max_rank, mask_rng, svd_rn
         svd = randomized_svd(merged, cap, rng=svd_rng)
         del merged
         tail = math.sqrt(max(0.0, total - float(svd.s @ svd.s)))
-        k = max(1, min(cap, energy_rank(np.append(svd.s, tail), energy)))
+        k = cap if energy is None else max(1, min(cap, energy_rank(np.append(svd.s, tail), energy)))
         k = min(k, svd.s.size)
     kept = float(np.dot(svd.s[:k], svd.s[:k]))
     residual = math.sqrt(max(0.0, total - kept) / total) if total > 0 else 0.0

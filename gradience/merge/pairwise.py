@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradience.adapters.load import Adapter, load_adapter
+from gradience.adapters.load import Adapter
 from gradience.errors import UsageError
 from gradience.merge.compare import LayerComparison, compare_layers, layer_spectrum
 from gradience.merge.recommend import PLAN_SCHEMA, STRATEGY_FOR, LayerRecommendation, recommend
 from gradience.merge.verdicts import RISK, VERDICTS, Thresholds, get_thresholds, worst
+from gradience.open import OpenOptions, open_adapter
 
-__all__ = ["SCHEMA", "MergeAudit", "PairAudit", "merge_audit"]
+__all__ = ["INCOMPATIBLE", "SCHEMA", "MergeAudit", "PairAudit", "incompatibility", "merge_audit"]
 
 SCHEMA = "gradience.merge_audit/v3"
 
@@ -40,6 +41,7 @@ class PairAudit:
         """Overall verdict = the verdict carrying the largest share of the two adapters'
         combined update energy; risk level = the worst layer's verdict. One noisy layer
         raises the risk without flipping the verdict."""
+        problem = incompatibility(self.compatibility)
         valid = [c for c in self.layers if c.verdict != "INVALID"]
         total = sum(c.energy_a + c.energy_b for c in valid)
         share = {v: 0.0 for v in VERDICTS}
@@ -49,9 +51,14 @@ class PairAudit:
         worst_v = worst([c.verdict for c in valid])
         overlaps = [c.overlap for c in valid if c.overlap is not None]
         agreements = [c.agreement for c in valid if c.agreement is not None]
+        if problem is not None:  # the layer verdicts describe arithmetic, not a meaningful merge
+            overall, risk = INCOMPATIBLE, "severe"
+        else:
+            risk = RISK[worst_v] if worst_v else None
         return {
             "overall_verdict": overall,
-            "risk_level": RISK[worst_v] if worst_v else None,
+            "risk_level": risk,
+            "incompatible": problem,
             "worst_layer_verdict": worst_v,
             "compatibility_score": share["SAFE"] + share["REDUNDANT"] if valid else None,
             "energy_share": share,
@@ -149,6 +156,7 @@ def merge_audit(
     energy_threshold: float = 0.90,
     thresholds: str | Thresholds = "default",
     progress: Callable[[int, int], None] | None = None,
+    options: OpenOptions | None = None,
 ) -> MergeAudit:
     """Compare two or more adapters layer by layer and recommend how to merge them.
 
@@ -156,6 +164,7 @@ def merge_audit(
         sources: adapter folders (two or more).
         energy_threshold: each update is compared on its top-k directions, k its energy rank.
         thresholds: ``default``, ``conservative``, ``permissive`` or a :class:`Thresholds`.
+        options: how to open the adapters (Hub token, revision, caps; see :class:`OpenOptions`).
 
     Raises:
         UsageError: fewer than two adapters, or an energy threshold outside (0, 1].
@@ -169,8 +178,31 @@ def merge_audit(
         )
     t = get_thresholds(thresholds) if isinstance(thresholds, str) else thresholds
     with ExitStack() as stack:
-        adapters = [stack.enter_context(load_adapter(s)) for s in sources]
+        adapters = [stack.enter_context(open_adapter(s, options)) for s in sources]
         return _audit(adapters, energy_threshold, t, progress)
+
+
+#: The overall verdict of a pair that must not be merged: different base models, or no
+#: layer in common. Layer verdicts are still reported (the arithmetic is well defined).
+INCOMPATIBLE = "INCOMPATIBLE"
+
+
+def incompatibility(compat: dict[str, Any]) -> str | None:
+    """Why two adapters cannot be merged (one sentence), or None when they can.
+
+    A base model that only one config names is not a mismatch: many configs omit it.
+    """
+    bases = [b for b in compat.get("base_models", []) if b]
+    if len(bases) == 2 and bases[0] != bases[1]:
+        return (
+            f"the adapters were trained for different base models ({bases[0]} and {bases[1]}); "
+            "their updates live in different weight spaces, so a merge is meaningless"
+        )
+    if not compat.get("n_shared"):
+        return (
+            "the adapters have no layer in common (same module name and shape), so there is nothing to merge"
+        )
+    return None
 
 
 def _describe(adapter: Adapter) -> dict[str, Any]:
@@ -199,7 +231,9 @@ def _compatibility(a: Adapter, b: Adapter) -> tuple[dict[str, Any], list[str]]:
     ]
     bad = {m["layer"] for m in mismatch}
     warnings = []
-    same_base = a.config.base_model == b.config.base_model
+    same_base = (
+        not (a.config.base_model and b.config.base_model) or a.config.base_model == b.config.base_model
+    )
     if not same_base:
         warnings.append(
             f"different base models ({a.config.base_model} vs {b.config.base_model}): a merge only "

@@ -208,6 +208,11 @@ class MergeStrategy:
     uses_density: bool
     rule: Callable[[Sequence[np.ndarray], Sequence[float], float, np.random.Generator], np.ndarray] | None
 
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The parameters this strategy reads, so surfaces show only the inputs that matter."""
+        return ("weights", "density") if self.uses_density else ("weights",)
+
 
 _REGISTRY: dict[str, MergeStrategy] = {}
 

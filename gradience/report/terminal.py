@@ -47,13 +47,14 @@ def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_laye
               f"{_f(d['effective_rank_mean'])} / {_f(d['effective_rank_energy_mean'])}")  # fmt: skip
     t.add_row("energy rank @90% (p50 / p90)",
               f"{_f(d['energy_rank_90_p50'], 1)} / {_f(d['energy_rank_90_p90'], 1)}")  # fmt: skip
-    s = d["rank_suggestions"]
-    if s["default_r"] is None:
-        t.add_row("suggested rank", "[red]none: no layer carries any update (untrained)[/red]")
+    rec = d["recommendation"]
+    if rec["status"] != "ok":
+        t.add_row("recommended rank", f"[red]none: {rec['reason']}[/red]")
     else:
+        per = f"; per layer {min(rec['per_layer'].values())}–{max(rec['per_layer'].values())}"
         t.add_row(
-            f"suggested rank ({s['policy']})",
-            f"r={s['suggested_r_global_median']} (median)  r={s['suggested_r_global_90']} (p90)",
+            f"recommended rank ({rec['policy']})",
+            f"[bold]r={rec['rank']}[/bold] of {rec['nominal_r']}{per if rec['rank_pattern'] else ''}",
         )
     for name, g in d["by_type"].items():
         t.add_row(
@@ -106,9 +107,11 @@ def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_laye
                 _f(row["sigma_max_scaled"], 4), ",".join(row["flags"]),
             )  # fmt: skip
         con.print(lt)
-    if suggest_per_layer and s["default_r"] is not None:
-        con.print(f"[bold]LoraConfig(r={s['default_r']}, rank_pattern=...)[/bold] with rank_pattern:")
-        con.print(s["rank_pattern"] or "{}  (every layer uses the default)")
+    if suggest_per_layer and rec["status"] == "ok":
+        from gradience.auditor import Recommendation
+
+        con.print("[bold]recommended LoraConfig[/bold] (each layer its own rank):")
+        con.print(Recommendation.from_dict(rec).lora_config(), markup=False, highlight=False)
 
 
 def render_compress(d: dict[str, Any]) -> None:
@@ -166,6 +169,8 @@ def render_merge_audit(d: dict[str, Any], *, verbose: bool = False) -> None:
             f"compatibility {_f(agg['compatibility_score'])}  mean overlap {_f(agg['mean_overlap'], 3)}  "
             f"mean agreement {_f(agg['mean_agreement'], 3)}"
         )
+        if agg.get("incompatible"):
+            con.print(f"[red]do not merge:[/red] {agg['incompatible']}")
         for w in pair["warnings"]:
             con.print(f"[yellow]warning:[/yellow] {w}")
 

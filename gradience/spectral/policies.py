@@ -17,7 +17,7 @@ import numpy as np
 from gradience.errors import UsageError
 from gradience.spectral.metrics import effective_rank, energy, energy_rank
 
-__all__ = ["RankPolicy", "available_policies", "get_policy", "register", "suggest_rank"]
+__all__ = ["RankPolicy", "available_policies", "get_policy", "policy_specs", "register", "suggest_rank"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,11 @@ def register(policy: RankPolicy) -> RankPolicy:
 
 def available_policies() -> list[str]:
     return list(_REGISTRY)
+
+
+def policy_specs() -> list[str]:
+    """Each registered policy at its default parameter, e.g. ``energy@0.9`` (for choices)."""
+    return [p.spec() for p in _REGISTRY.values()]
 
 
 def get_policy(spec: str) -> tuple[RankPolicy, float | None]:
