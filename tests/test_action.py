@@ -115,10 +115,18 @@ class PR:
         self.gh.update_pull(REPO, self.number, head_sha=head, files=pr_files(self.repo, self.base, head))
         self.action = "synchronize"
 
-    def run(self, *flags: str, token: str | None = TOKEN, event: str = "pull_request", extra_env=None) -> Run:
+    def run(
+        self,
+        *flags: str,
+        token: str | None = TOKEN,
+        event: str = "pull_request",
+        extra_env=None,
+        payload=None,
+    ) -> Run:
         self.runs += 1
         d = self.tmp / f"run{self.runs}"
         d.mkdir()
+        event_payload = payload
         payload = {
             "action": self.action,
             "number": self.number,
@@ -132,7 +140,7 @@ class PR:
             "repository": {"full_name": REPO, "name": "adapters", "owner": {"login": "acme"}},
             "sender": {"login": "contributor"},
         }  # fmt: skip
-        (d / "event.json").write_text(json.dumps(payload))
+        (d / "event.json").write_text(json.dumps(payload if event != "workflow_run" else event_payload))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_"))}
         env.update(
             GITHUB_EVENT_PATH=str(d / "event.json"), GITHUB_EVENT_NAME=event, GITHUB_REPOSITORY=REPO,
@@ -372,3 +380,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, gh):
     assert bad_flag.code == 2 and "fail-on must be one of none, warning, error" in bad_flag.stderr
     wrong_event = pr.run(event="push")
     assert wrong_event.code == 2 and "pull_request" in wrong_event.stderr
+
+
+def test_workflow_run_comments_for_a_fork_after_checking_the_head(tmp_path, gh):
+    pr = PR(tmp_path, gh, head_repo=FORK)
+    base = commit(pr.repo, "empty")
+    put(pr.repo, "lora", "healthy-r8")
+    pr.open(base, commit(pr.repo, "add"))
+    assert pr.run(token=READ_TOKEN).outputs["comment-posted"] == "false"  # the fork's own run
+    trusted = {"workflow_run": {"head_sha": pr.head, "event": "pull_request", "id": 99,
+                                "head_repository": {"full_name": FORK}}}  # fmt: skip
+    run = pr.run("--pr-number", str(pr.number), event="workflow_run", payload=trusted)
+    assert run.code == 0, run.stderr
+    (c,) = pr.comments()
+    assert c.body.startswith(MARKER) and "`lora` | added |" in c.body
+    # a number that names another pull request (or a later push) is refused
+    gh.add_pull(REPO, 8, head_sha=base, base_sha=base, files=[])
+    forged = pr.run("--pr-number", "8", event="workflow_run", payload=trusted)
+    assert forged.code == 2 and "refusing to comment" in forged.stderr
+    assert len(pr.comments()) == 1 and gh.comments(REPO, 8) == []
