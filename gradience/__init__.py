@@ -78,6 +78,13 @@ if TYPE_CHECKING:
     from gradience.spectral.policies import available_policies, get_policy
 
 
+# ``gradience.merge`` is the function; the package of the same name must not shadow it. The
+# import system binds a package to its parent's attribute only when it first loads it, so load
+# the (empty) package now and drop the binding: later imports of its submodules leave it alone.
+importlib.import_module("gradience.merge")
+del globals()["merge"]
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module = importlib.import_module(_EXPORTS[name])
