@@ -4,7 +4,12 @@ Resolve the revision to a commit, read ``adapter_config.json``, read the safeten
 with range requests, then fetch only the LoRA tensors' byte ranges, coalesced into few
 requests. Non-LoRA bytes (embeddings, ``modules_to_save`` heads) are never transferred
 unless a caller reads them. Everything is cached by (repo, commit, file, byte range), so
-auditing an unchanged revision again transfers no tensor bytes.
+auditing an unchanged revision again transfers no tensor bytes; for a gated or private repo the
+cache is used only after one authenticated request shows this caller may read it.
+
+Every request of one open shares a :class:`~gradience.hub.transfer.HubSession`: the timeouts and
+the deadline from :class:`~gradience.open.OpenOptions`, and one byte budget (``max_bytes``) that
+the config, the safetensors header, the tensors and any on-demand read all count toward.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from gradience.adapters.safetensors_io import MAX_HEADER_BYTES, SafetensorsFile,
 from gradience.errors import (
     AdapterFormatError,
     AdapterNotFoundError,
+    HubTimeoutError,
     HubTransferError,
     NotLoraError,
     NoWeightsError,
@@ -33,13 +39,15 @@ from gradience.errors import (
 )
 from gradience.hub.errors import translate
 from gradience.hub.refs import HubRef
-from gradience.hub.transfer import Transfer
+from gradience.hub.transfer import ByteBudget, Deadline, HubSession, Transfer
 from gradience.open import DEFAULT_MAX_BIN_BYTES, DEFAULT_MAX_BYTES, OpenOptions
 
 __all__ = ["DEFAULT_MAX_BIN_BYTES", "DEFAULT_MAX_BYTES", "cache_root", "open_remote_adapter"]
 
 #: Adjacent LoRA tensors separated by at most this many bytes are fetched in one request.
 MAX_GAP = 4096
+#: An adapter_config.json is a few kB; one above this is not a config worth reading.
+MAX_CONFIG_BYTES = 1024 * 1024
 _LORA_PARTS = (
     ".lora_A",
     ".lora_B",
@@ -77,8 +85,8 @@ class RangeCachedSafetensors(SafetensorsFile):
     def close(self) -> None:
         pass
 
-    def ensure(self, infos: list[TensorInfo]) -> None:
-        """Make sure these tensors' bytes are cached, fetching missing ones in coalesced runs."""
+    def runs(self, infos: list[TensorInfo]) -> list[tuple[int, int]]:
+        """The byte ranges still to fetch for these tensors, neighbours coalesced."""
         missing = sorted(
             (i for i in infos if i.nbytes and not self._find(i.start, i.end)), key=lambda i: i.start
         )
@@ -88,7 +96,11 @@ class RangeCachedSafetensors(SafetensorsFile):
                 runs[-1][1] = max(runs[-1][1], i.end)
             else:
                 runs.append([i.start, i.end])
-        for start, end in runs:
+        return [(a, b) for a, b in runs]
+
+    def ensure(self, infos: list[TensorInfo]) -> None:
+        """Make sure these tensors' bytes are cached, fetching missing ones in coalesced runs."""
+        for start, end in self.runs(infos):
             self._fetch(start, end)
 
     def _fetch(self, start: int, end: int) -> None:
@@ -113,20 +125,22 @@ class RangeCachedSafetensors(SafetensorsFile):
             return f.read(nbytes)
 
 
-def _with_retries(call: Callable[[], Any], repo_id: str, what: str) -> Any:
-    """Metadata calls: retry 429 (honouring Retry-After) and 5xx a few times, then explain."""
+def _with_retries(call: Callable[[float], Any], repo_id: str, what: str, session: HubSession) -> Any:
+    """Metadata calls: 429s waited out as the Hub asks, 5xx and timeouts retried, all within the
+    session's deadline; ``call`` receives the per-request timeout."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    delay = 0.5
     for attempt in range(5):
+        session.deadline.check()
         try:
-            return call()
+            return call(session.deadline.clip(max(session.connect_timeout, session.read_timeout)))
         except HfHubHTTPError as e:
             status = e.response.status_code if getattr(e, "response", None) is not None else 0
-            if (status == 429 or status >= 500) and attempt < 4:
-                retry_after = e.response.headers.get("Retry-After", "")
-                time.sleep(float(retry_after) if retry_after.isdigit() else delay)
-                delay = min(delay * 2, 8.0)
+            if status == 429:
+                session.wait_for_rate_limit(e.response.headers, repo_id, attempt)
+                continue
+            if status >= 500 and attempt < 4:
+                session.deadline.sleep(min(0.5 * 2.0**attempt, 8.0), f"HTTP {status}")
                 continue
             raise translate(e, repo_id, what) or e from e
         except Exception as e:
@@ -134,6 +148,15 @@ def _with_retries(call: Callable[[], Any], repo_id: str, what: str) -> Any:
             if translated is not None:
                 raise translated from e
             if isinstance(e, OSError) or type(e).__module__.startswith(("httpx", "httpcore")):
+                if "timeout" in type(e).__name__.lower() or "timed out" in str(e).lower():
+                    if attempt < 4:
+                        session.deadline.sleep(min(0.5 * 2.0**attempt, 8.0), "timeout")
+                        continue
+                    raise HubTimeoutError(
+                        f"the Hub did not answer in time for {repo_id} ({type(e).__name__})",
+                        repo_id=repo_id,
+                        deadline=session.deadline.seconds,
+                    ) from e
                 from huggingface_hub import constants
 
                 raise HubTransferError(
@@ -142,7 +165,7 @@ def _with_retries(call: Callable[[], Any], repo_id: str, what: str) -> Any:
                     repo_id=repo_id,
                 ) from e
             raise
-    raise AssertionError("unreachable")
+    raise HubTransferError(f"the Hub kept failing for {repo_id}; try again later", repo_id=repo_id)
 
 
 def _adapter_folders(files: list[str]) -> list[str]:
@@ -165,13 +188,21 @@ def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> A
     opts = options or OpenOptions()
     token, max_bytes, max_bin_bytes, progress = opts.token, opts.max_bytes, opts.max_bin_bytes, opts.progress
     t0 = time.perf_counter()
+    session = HubSession(
+        token=token,
+        connect_timeout=opts.connect_timeout,
+        read_timeout=opts.read_timeout,
+        deadline=Deadline(opts.deadline, repo_id=ref.repo_id),
+        budget=ByteBudget(max_bytes, repo_id=ref.repo_id),
+    )
     api = HfApi(token=token)
     info = _with_retries(
-        lambda: api.repo_info(
-            ref.repo_id, repo_type=ref.repo_type, revision=ref.revision, files_metadata=True
+        lambda timeout: api.repo_info(
+            ref.repo_id, repo_type=ref.repo_type, revision=ref.revision, files_metadata=True, timeout=timeout
         ),
         ref.repo_id,
         "repo",
+        session,
     )
     commit = info.sha
     sizes = {s.rfilename: s.size for s in (info.siblings or [])}
@@ -217,16 +248,29 @@ def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> A
     transfers: list[Transfer] = []
 
     def transfer(filename: str) -> Transfer:
-        t = Transfer(ref.repo_id, ref.repo_type, commit, filename, token=token)
+        t = Transfer(ref.repo_id, ref.repo_type, commit, filename, session=session, size=sizes.get(filename))
         transfers.append(t)
         return t
 
     config_path = cache / (prefix + CONFIG_NAME)
+    if config_path.exists() and (info.gated or info.private):
+        # The cache is shared by every token on this machine; reading this repo is not.
+        transfer(prefix + CONFIG_NAME).check_access()
     if not config_path.exists():
         size = sizes.get(prefix + CONFIG_NAME) or 0
+        if size > MAX_CONFIG_BYTES:
+            raise TooLargeError(
+                f"{prefix + CONFIG_NAME} is {size} bytes; an adapter config is at most {MAX_CONFIG_BYTES}",
+                repo_id=ref.repo_id,
+                revision=commit,
+                needed=size,
+                limit=MAX_CONFIG_BYTES,
+            )
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        data = transfer(prefix + CONFIG_NAME).fetch(0, size) if size else b""
-        config_path.write_bytes(data)
+        data = transfer(prefix + CONFIG_NAME).fetch(0, size)
+        tmp = config_path.with_name(config_path.name + ".partial")
+        tmp.write_bytes(data)
+        os.replace(tmp, config_path)
     config = AdapterConfig.from_file(config_path)
     size = sizes.get(weights)
     if size is None:
@@ -262,20 +306,24 @@ def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> A
     if isinstance(file, RangeCachedSafetensors):
         lora = [t for n, t in file.tensors.items() if any(p in n for p in _LORA_PARTS)]
         total = sum(t.nbytes for t in lora)
-        if total > max_bytes:
+        to_fetch = sum(b - a for a, b in file.runs(lora))
+        if total > max_bytes or session.budget.used + to_fetch > max_bytes:  # type: ignore[union-attr]
+            needed = max(total, session.budget.used + to_fetch)  # type: ignore[union-attr]
             raise TooLargeError(
-                f"auditing {ref.repo_id} needs {total / 1e6:.0f} MB of LoRA tensors, above the "
-                f"{max_bytes / 1e6:.0f} MB cap",
+                f"auditing {ref.repo_id} needs {needed / 1e6:.1f} MB (LoRA tensors, config and "
+                f"header), above the {max_bytes / 1e6:.1f} MB cap",
                 repo_id=ref.repo_id,
                 revision=commit,
                 param="max_bytes",
-                needed=total,
+                needed=needed,
                 limit=max_bytes,
             )
         if file._transfer.progress is not None:
             file._transfer.progress = _progress_adapter(progress, total)
         file.ensure(lora)
     t_tensors = time.perf_counter() - t1 - t_header
+    # Reads on demand after the open (non-LoRA tensors) get a deadline of their own.
+    session.deadline = Deadline(opts.deadline, repo_id=ref.repo_id)
     source = {
         "repo": ref.repo_id,
         "repo_type": ref.repo_type,

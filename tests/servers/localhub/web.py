@@ -446,7 +446,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             # A truncated answer: the client must see the connection drop mid-body.
             self.close_connection = True
             with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
+                self.connection.shutdown(socket.SHUT_WR)  # FIN after the bytes: all of them arrive
         if count:
             self.server.app.stats.body(
                 kind,
