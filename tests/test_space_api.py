@@ -7,8 +7,11 @@ and audits repos on the local Hub (``hub`` fixture), so nothing here reaches the
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import urllib.request
+import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,15 @@ import pytest
 
 pytest.importorskip("gradio", reason="the Space needs the space extra: pip install -e '.[space]'")
 
-from servers.hub import BASE_REPO, EXAMPLE_REPOS, GATED_REPO, PRIVATE_REPO, LocalHub, free_port
+from servers.hub import (
+    ALICE_READ_TOKEN,
+    BASE_REPO,
+    EXAMPLE_REPOS,
+    GATED_REPO,
+    PRIVATE_REPO,
+    LocalHub,
+    free_port,
+)
 
 # gradio's server threads leave event loops and sockets for the garbage collector; that is
 # gradio's housekeeping, not something these tests check.
@@ -40,6 +51,13 @@ def _app() -> Any:
     return app
 
 
+def _endpoints() -> Any:
+    _app()
+    import endpoints
+
+    return endpoints
+
+
 @pytest.fixture(scope="session")
 def space_url(hub: LocalHub) -> Iterator[str]:
     """The Space on a free loopback port, reading from the local Hub (HF_ENDPOINT)."""
@@ -59,12 +77,18 @@ def client(space_url: str) -> Any:
     return Client(space_url, verbose=False)
 
 
-def _app_error(client: Any, *args: Any, api_name: str) -> str:
+def _app_error(client: Any, *args: Any, api_name: str) -> Any:
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError) as info:
         client.predict(*args, api_name=api_name)
-    return str(info.value)
+    return info.value
+
+
+def _oauth(token: str) -> Any:
+    import gradio as gr
+
+    return gr.OAuthToken(token=token, scope="openid profile write-repos", expires_at=0)
 
 
 def test_named_endpoints(client: Any) -> None:
@@ -76,94 +100,161 @@ def test_named_endpoints(client: Any) -> None:
     assert named - ENDPOINTS <= {"_check_login_status"}  # the rendering steps stay private
 
 
-def test_audit_hub_repo(client: Any, hub: LocalHub) -> None:
+def test_audit_hub_repo_shows_the_single_recommendation(client: Any, hub: LocalHub) -> None:
     import gradience
 
     repo = EXAMPLE_REPOS["overprovisioned-r64"]
-    report, path = client.predict(repo, "", "", None, api_name="/audit")
-    expected = gradience.audit(EXAMPLES / "overprovisioned-r64").to_dict(layers=True)
+    report, path = client.predict(repo, api_name="/audit")  # revision, subfolder, files are optional
+    expected = gradience.audit(EXAMPLES / "overprovisioned-r64")
     assert report["schema"] == "gradience.audit/v1"
-    assert report["source"]["name"] == repo
-    assert report["utilization_mean"] == pytest.approx(expected["utilization_mean"], rel=1e-9)
-    assert report["rank_suggestions"]["default_r"] == expected["rank_suggestions"]["default_r"]
+    assert report["source"]["name"] == repo and report["source"]["kind"] == "hub"
+    assert report["utilization_mean"] == pytest.approx(expected.to_dict()["utilization_mean"], rel=1e-9)
+    assert report["recommendation"] == json.loads(json.dumps(expected.recommendation.to_dict()))
     assert len(report["layer_data"]["layer_rows"]) == 14
     saved = json.loads(Path(path).read_text())
     assert saved["source"]["path"] == repo  # the downloadable file keeps the schema's field names
     assert hub.stats()["total_bytes"] > 0  # it really read from the (local) Hub
+    # The badge shows the same recommendation as the report.
+    rec = report["recommendation"]
+    snippet = client.predict(repo, api_name="/badge")
+    assert f"r{rec['nominal_r']}→{rec['rank']}" in snippet
+    assert snippet.endswith(f"-red)](https://huggingface.co/spaces/gradience/gradience?repo={repo})")
 
 
 def test_audit_hub_url_with_revision(client: Any, hub: LocalHub) -> None:
     repo = EXAMPLE_REPOS["healthy-r8"]
     report, _ = client.predict(f"{hub.url}/{repo}", "main", "", None, api_name="/audit")
     assert report["adapter"]["r"] == 8
+    assert report["source"]["revision"] == "main" and report["source"]["commit"]
 
 
-def test_audit_upload(client: Any) -> None:
+def test_audit_upload_wins_over_a_typed_id(client: Any) -> None:
     from gradio_client import handle_file
 
     files = [handle_file(str(p)) for p in sorted((EXAMPLES / "healthy-r8").iterdir())]
-    report, _ = client.predict("", "", "", files, api_name="/audit")
-    assert report["n_layers"] == 14
-    assert report["source"]["name"] == "uploaded adapter"
+    report, _ = client.predict(EXAMPLE_REPOS["overprovisioned-r64"], "", "", files, api_name="/audit")
+    assert report["adapter"]["r"] == 8  # the upload, not the repo typed
+    assert report["source"]["kind"] == "upload"
+    assert report["source"]["name"] == "upload: adapter_config.json, adapter_model.safetensors"
+    assert "/tmp" not in json.dumps(report)  # no server path leaks into the report
+
+
+def test_untrained_adapter_has_no_rank(client: Any) -> None:
+    report, _ = client.predict("examples/untrained-r8", api_name="/audit")
+    assert report["recommendation"]["status"] == "untrained"
+    assert report["recommendation"]["rank"] is None
+    e = _app_error(client, "examples/untrained-r8", api_name="/compress")
+    assert e.title == "Untrained adapter" and "nothing to compress" in e.message.lower()
+    assert "untrained" in client.predict(EXAMPLE_REPOS["untrained-r8"], api_name="/badge")
 
 
 def test_merge_audit_two_repos(client: Any) -> None:
     repos = f"{EXAMPLE_REPOS['merge-conflict-a']}\n{EXAMPLE_REPOS['merge-conflict-b']}"
-    report, plan_path = client.predict(repos, None, api_name="/merge_audit")
+    report, plan_path = client.predict(repos, api_name="/merge_audit")
     assert report["aggregate"]["overall_verdict"] == "CONFLICTING"
-    assert [a["name"] for a in report["adapters"]] == [f"hf://{r}" for r in repos.splitlines()]
+    assert [a["name"] for a in report["adapters"]] == repos.splitlines()
     plan = json.loads(Path(plan_path).read_text())
     assert plan["schema"] == "gradience.merge_plan/v1" and plan["layers"]
+    assert plan["adapters"] == repos.splitlines()
 
 
-def test_compress_and_merge_return_adapters(client: Any) -> None:
-    import zipfile
+def test_merge_audit_r_above_width_pair(client: Any) -> None:
+    """The pair that crashed: r=64 on 64-wide layers against r=8."""
+    report, _ = client.predict("examples/healthy-r8\nexamples/overprovisioned-r64", api_name="/merge_audit")
+    assert report["aggregate"]["overall_verdict"] in {"SAFE", "REDUNDANT", "IMBALANCED", "CONFLICTING"}
+    assert report["aggregate"]["n_layers_compared"] == 14
 
+
+def test_merge_follows_only_a_plan_for_the_listed_adapters(client: Any) -> None:
+    from gradio_client import handle_file
+
+    _, plan = client.predict("examples/merge-related-a\nexamples/merge-related-b", api_name="/merge_audit")
     zpath, summary = client.predict(
-        "examples/healthy-r8", "", "", None, 4, "energy@0.9", False, api_name="/compress"
+        "examples/merge-related-a\nexamples/merge-related-b",
+        None,
+        "auto",
+        handle_file(plan),
+        api_name="/merge",
     )
-    with zipfile.ZipFile(zpath) as z:
-        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(z.namelist())
-        assert json.loads(z.read("adapter_config.json"))["r"] == 4
-    assert "112 → 56" in summary
-    zpath, _ = client.predict(
-        "examples/merge-related-a\nexamples/merge-related-b", None, "linear", None, api_name="/merge"
-    )
+    assert "plan" in summary
     with zipfile.ZipFile(zpath) as z:
         assert "adapter_model.safetensors" in z.namelist()
+    e = _app_error(
+        client,
+        "examples/merge-conflict-a\nexamples/merge-conflict-b",
+        None,
+        "auto",
+        handle_file(plan),
+        api_name="/merge",
+    )
+    assert e.title == "Merge plan out of date" and "examples/merge-related-a" in e.message
 
 
-def test_badge(client: Any) -> None:
-    snippet = client.predict(EXAMPLE_REPOS["overprovisioned-r64"], api_name="/badge")
-    assert snippet.startswith(
-        "[![LoRA utilisation: 4% · r64→4](https://img.shields.io/badge/LoRA%20utilisation-4%25"
-    )
-    assert snippet.endswith(
-        f"-red)](https://huggingface.co/spaces/gradience/gradience?repo={EXAMPLE_REPOS['overprovisioned-r64']})"
-    )
+def _other_base_repo(hub: LocalHub, tmp_path: Path) -> str:
+    """healthy-r8's weights under a config naming another base model, as a new Hub repo."""
+    from huggingface_hub import HfApi
+
+    folder = tmp_path / "other-base"
+    shutil.copytree(EXAMPLES / "healthy-r8", folder)
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "someone/another-base"
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    api = HfApi(endpoint=hub.url, token=hub.tokens["alice"])
+    repo = f"alice/other-base-{uuid.uuid4().hex[:8]}"
+    api.create_repo(repo)
+    api.upload_folder(folder_path=str(folder), repo_id=repo)
+    return repo
+
+
+def test_cross_base_merge_is_refused_with_an_explanation(client: Any, hub: LocalHub, tmp_path: Path) -> None:
+    repos = f"{EXAMPLE_REPOS['healthy-r8']}\n{_other_base_repo(hub, tmp_path)}"
+    report, _ = client.predict(repos, api_name="/merge_audit")
+    assert report["aggregate"]["overall_verdict"] == "INCOMPATIBLE"
+    assert "different base models" in report["aggregate"]["incompatible"]
+    e = _app_error(client, repos, None, "linear", None, api_name="/merge")
+    assert e.title == "These adapters cannot be merged"
+    assert "base model" in e.message and "--" not in e.message  # browser wording, no CLI flag
+
+
+def test_compress_reports_the_size_reduction(client: Any) -> None:
+    zpath, summary = client.predict("examples/healthy-r8", api_name="/compress")  # the recommended rank
+    with zipfile.ZipFile(zpath) as z:
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(z.namelist())
+        r = json.loads(z.read("adapter_config.json"))["r"]
+    import gradience
+
+    assert r == gradience.audit(EXAMPLES / "healthy-r8").recommendation.rank
+    assert "Parameters:" in summary and "LoRA weights:" in summary and "→" in summary
+    zpath, summary = client.predict("examples/healthy-r8", "", "", None, 4, api_name="/compress")
+    with zipfile.ZipFile(zpath) as z:
+        assert json.loads(z.read("adapter_config.json"))["r"] == 4
+    assert "Parameters: 16,384 → 8,192 (50% of the original)" in summary
+    _, summary = client.predict("examples/healthy-r8", "", "", None, 32, api_name="/compress")
+    assert "above this adapter's rank (8)" in summary
 
 
 @pytest.mark.parametrize(
-    ("repo", "words"),
+    ("repo", "title", "words"),
     [
-        ("not a repo!!", "is not a Hub repo id"),
-        ("nobody/no-such-adapter", "not found"),
-        (GATED_REPO, "gated"),
-        (BASE_REPO, "not a PEFT adapter"),
-        (PRIVATE_REPO, "not found"),
-        ("", "enter a Hub repo id"),
+        ("not a repo!!", "Not a repo id", "is not a hub repo id"),
+        ("nobody/no-such-adapter", "Not found", "not found"),
+        (GATED_REPO, "Gated repo", "sign in"),
+        (BASE_REPO, "Not a LoRA adapter", "subfolder"),
+        (PRIVATE_REPO, "Not found", "private"),
+        ("", "Nothing to audit", "enter a hub repo id"),
     ],
 )
-def test_friendly_errors(client: Any, repo: str, words: str) -> None:
-    message = _app_error(client, repo, "", "", None, api_name="/audit")
-    assert words in message
-    assert "Traceback" not in message
+def test_titled_errors(client: Any, repo: str, title: str, words: str) -> None:
+    e = _app_error(client, repo, "", "", None, api_name="/audit")
+    assert e.title == title
+    assert words in e.message.lower()
+    assert "Traceback" not in e.message and "--" not in e.message
 
 
 def test_local_paths_are_not_readable(client: Any) -> None:
     """Only bundled examples are local: anything else must be a Hub reference."""
-    assert "is not a Hub repo id" in _app_error(client, str(ROOT / "tests"), "", "", None, api_name="/audit")
-    assert "is not a Hub repo id" in _app_error(client, "../../etc", "", "", None, api_name="/audit")
+    for path in (str(ROOT / "tests"), "../../etc"):
+        assert "is not a Hub repo id" in _app_error(client, path, api_name="/audit").message
 
 
 def test_mcp_tools(space_url: str) -> None:
@@ -173,67 +264,77 @@ def test_mcp_tools(space_url: str) -> None:
     assert names == ENDPOINTS
     audit_tool = next(t for t in tools if t["name"] == "audit")
     assert "revision" in audit_tool["inputSchema"]["properties"]
+    assert "oauth_token" not in audit_tool["inputSchema"]["properties"]
     assert "Hub model repo id" in audit_tool["inputSchema"]["properties"]["repo"]["description"]
 
 
-# -- "open a pull request with this badge", with the user's own token ---------------------------------
+# -- whose token: the visitor's, never the Space's own secret -------------------------------------------
 
 
-def _oauth(token: str) -> Any:
+def test_space_secret_token_is_never_used_for_a_visitor(
+    client: Any, hub: LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the Space's HF_TOKEN set to alice's (who owns the private repo), an anonymous
+    visitor still cannot read it, through any endpoint; alice signed in can."""
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_TOKEN", hub.tokens["alice"])
+    assert huggingface_hub.get_token() == hub.tokens["alice"]  # the secret is really visible to the app
+    assert _app_error(client, PRIVATE_REPO, api_name="/audit").title == "Not found"
+    assert _app_error(client, PRIVATE_REPO, api_name="/badge").title == "Not found"
+    assert _app_error(client, PRIVATE_REPO, api_name="/compress").title == "Not found"
+    assert _app_error(
+        client, f"{PRIVATE_REPO}\n{EXAMPLE_REPOS['healthy-r8']}", api_name="/merge_audit"
+    ).title == ("Not found")
+    endpoints = _endpoints()
+    report, _ = endpoints.audit(PRIVATE_REPO, oauth_token=_oauth(hub.tokens["alice"]))
+    assert report["source"]["repo"] == PRIVATE_REPO
     import gradio as gr
 
-    return gr.OAuthToken(token=token, scope="openid profile write-repos", expires_at=0)
+    with pytest.raises(gr.Error):  # carol signed in: her token, not the secret
+        endpoints.audit(PRIVATE_REPO, oauth_token=_oauth(hub.tokens["carol"]))
 
 
-def test_badge_pr_opens_pr_with_card_edit(hub: LocalHub) -> None:
+# -- "open a pull request with this badge", with the visitor's own token ------------------------------
+
+
+def test_badge_pr_opens_then_finds_the_pr(hub: LocalHub) -> None:
     from huggingface_hub import HfApi, hf_hub_download
 
+    import gradience
     from gradience.hub.badges import PR_TITLE
     from gradience.hub.cards import upsert_section
+    from gradience.report.badge import badge_markdown
 
-    app = _app()
+    endpoints = _endpoints()
     repo = EXAMPLE_REPOS["healthy-r8"]
-    api = HfApi(endpoint=hub.url, token=hub.tokens["alice"])
-    before = Path(hf_hub_download(repo, "README.md", endpoint=hub.url, token=hub.tokens["alice"])).read_text()
-    snippet = "[![LoRA utilisation: 40% · r8→8](https://img.shields.io/badge/x)](https://example.test?repo=r)"
-    message = app.badge_pr(repo, snippet, _oauth(hub.tokens["alice"]))
+    api = HfApi(endpoint=hub.url, token=hub.tokens["bob"])
+    before = Path(hf_hub_download(repo, "README.md", endpoint=hub.url, token=hub.tokens["bob"])).read_text()
+    message = endpoints.badge_pr(repo, _oauth(hub.tokens["bob"]))
     assert message.startswith("✅ Opened pull request")
-    prs = [d for d in api.get_repo_discussions(repo, discussion_type="pull_request") if d.title == PR_TITLE]
+    prs = [d for d in api.get_repo_discussions(repo, discussion_type="pull_request", author="bob")
+           if d.title == PR_TITLE and d.status == "open"]  # fmt: skip
     assert len(prs) == 1
     after = Path(
         hf_hub_download(
-            repo, "README.md", revision=f"refs/pr/{prs[0].num}", endpoint=hub.url, token=hub.tokens["alice"]
+            repo, "README.md", revision=f"refs/pr/{prs[0].num}", endpoint=hub.url, token=hub.tokens["bob"]
         )
     ).read_text()
-    assert after == upsert_section(before, snippet)
-    assert after.startswith(before.split("\n---\n", 1)[0])  # front matter untouched
-    # A second click finds the same open PR instead of opening another.
-    again = app.badge_pr(repo, snippet, _oauth(hub.tokens["alice"]))
-    assert "already have an open pull request" in again
-    assert (
-        len(
-            [d for d in api.get_repo_discussions(repo, discussion_type="pull_request") if d.title == PR_TITLE]
-        )
-        == 1
-    )
+    # The badge carries this repo's own audit (re-audited for the PR), whatever the page showed.
+    assert after == upsert_section(before, badge_markdown(repo, gradience.audit(EXAMPLES / "healthy-r8")))
+    again = endpoints.badge_pr(repo, _oauth(hub.tokens["bob"]))
+    assert f"#{prs[0].num}" in again and "already shows this badge" in again
 
 
 def test_badge_pr_refusals(hub: LocalHub) -> None:
     import gradio as gr
 
-    app = _app()
-    snippet = "[![b](https://img.shields.io/badge/x)](https://example.test)"
-    with pytest.raises(gr.Error, match="sign in with Hugging Face"):
-        app.badge_pr(EXAMPLE_REPOS["healthy-r8"], snippet, None)
+    endpoints = _endpoints()
+    with pytest.raises(gr.Error, match=r"(?i)sign in with Hugging Face"):
+        endpoints.badge_pr(EXAMPLE_REPOS["healthy-r8"], None)
     with pytest.raises(gr.Error, match="refused to write"):  # a read-only token
-        app.badge_pr(EXAMPLE_REPOS["untrained-r8"], snippet, _oauth(hub.admin_token and _read_token()))
+        endpoints.badge_pr(EXAMPLE_REPOS["untrained-r8"], _oauth(ALICE_READ_TOKEN))
     with pytest.raises(gr.Error, match="not found"):  # carol cannot see alice's private repo
-        app.badge_pr(PRIVATE_REPO, snippet, _oauth(hub.tokens["carol"]))
+        endpoints.badge_pr(PRIVATE_REPO, _oauth(hub.tokens["carol"]))
     with pytest.raises(gr.Error, match="gated"):  # nor bob's gated one
-        app.badge_pr(GATED_REPO, snippet, _oauth(hub.tokens["carol"]))
-
-
-def _read_token() -> str:
-    from servers.hub import ALICE_READ_TOKEN
-
-    return ALICE_READ_TOKEN
+        endpoints.badge_pr(GATED_REPO, _oauth(hub.tokens["carol"]))
