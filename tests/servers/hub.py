@@ -214,6 +214,20 @@ class LocalHub:
     def reset_config(self) -> None:
         self._call("POST", "/_admin/config/reset")
 
+    def seed_scale(
+        self, count: int, *, namespace: str = "scale", seed: int = 0, edge_cases: bool = True
+    ) -> dict[str, Any]:
+        """Add ``count`` small synthetic repos (and the edge cases) in one call; returns the manifest
+        of planted statuses and utilisations (``localhub/seed_scale.py``)."""
+        spec = {"count": count, "namespace": namespace, "seed": seed, "edge_cases": edge_cases}
+        return dict(self._call("POST", "/_admin/seed-scale", spec))
+
+    def retrain(self, repo_id: str, k: int, *, subfolder: str = "") -> dict[str, Any]:
+        """Commit new weights of planted stable rank ``k`` to a scale-seeded adapter."""
+        return dict(
+            self._call("POST", "/_admin/retrain", {"repo_id": repo_id, "subfolder": subfolder, "k": k})
+        )
+
     def grant_access(self, repo_id: str, user: str, *, repo_type: str = "model") -> None:
         self._call("POST", "/_admin/gated-access", {"repo_id": repo_id, "repo_type": repo_type, "user": user})
 
