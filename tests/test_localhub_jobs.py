@@ -307,3 +307,24 @@ def test_scheduled_jobs_lifecycle(api):
     with pytest.raises(HfHubHTTPError) as e:
         api.inspect_scheduled_job(scheduled_job_id=sched.id, namespace="alice")
     assert e.value.response.status_code == 404
+
+
+def test_a_job_cancelled_while_scheduling_never_runs(api, hub, tmp_path):
+    marker = tmp_path / "ran"
+    with hub.configured(jobs_scheduling_delay_ms=30_000):
+        job = api.run_job(
+            image="python:3.12", command=_py(f"open({str(marker)!r}, 'w').write('x')"), namespace="alice"
+        )
+        assert api.inspect_job(job_id=job.id, namespace="alice").status.stage == JobStage.SCHEDULING
+        api.cancel_job(job_id=job.id, namespace="alice")
+        done = _wait(api, job.id)
+    assert done.status.stage == JobStage.CANCELED and done.started_at is None
+    assert list(api.fetch_job_logs(job_id=job.id, namespace="alice")) == []
+    assert not marker.exists()
+
+
+def test_tokens_without_the_jobs_scope_cannot_run_jobs(hub):
+    oauth = HfApi(endpoint=hub.url, token=H.ALICE_OAUTH_TOKEN)
+    with pytest.raises(HfHubHTTPError) as e:
+        oauth.run_job(image="python:3.12", command=_py("1"), namespace="alice")
+    assert e.value.response.status_code == 403 and "jobs" in str(e.value)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .accounts import require_scope
 from .jobs_runner import TERMINAL, Job, ScheduledJob, new_id, next_run
 from .storage import hub_date, utc_now
 from .web import HubError, Request, Response, Route, json_response
@@ -93,11 +94,10 @@ FLAVORS = {h["name"] for h in HARDWARE}
 
 
 def _member(app: HubApp, req: Request, namespace: str, *, write: bool) -> Token:
-    token = app.require_user(req)
+    """Reading needs any token of a namespace member; changing needs the ``jobs`` scope too."""
+    token = require_scope(req.token, "jobs") if write else app.require_user(req)
     if namespace not in app.accounts.accounts or not app.accounts.owns_namespace(token.user, namespace):
         raise HubError(403, f"You don't have access to jobs in the namespace {namespace!r}")
-    if write and token.role != "write":
-        raise HubError(403, "Forbidden: this token has the 'read' role; running jobs needs a 'write' token")
     return token
 
 
@@ -252,6 +252,7 @@ def run_job(app: HubApp, req: Request, namespace: str) -> Response:
         spec=spec,
         secrets=secrets,
         base_url=req.base_url,
+        scheduling_delay=app.config.jobs_scheduling_delay_ms / 1000,
     )
     return json_response(render_job(job))
 
@@ -310,6 +311,7 @@ def duplicate_job(app: HubApp, req: Request, namespace: str, job_id: str) -> Res
         spec=dict(source.spec, labels=dict(source.labels)),
         secrets=source.secrets,
         base_url=req.base_url,
+        scheduling_delay=app.config.jobs_scheduling_delay_ms / 1000,
     )
     return json_response(render_job(job))
 
@@ -422,6 +424,7 @@ def fire_scheduled(app: HubApp, s: ScheduledJob) -> Job:
         secrets=s.secrets,
         base_url=s.base_url,
         scheduled_job_id=s.id,
+        scheduling_delay=app.config.jobs_scheduling_delay_ms / 1000,
     )
     s.last_job = (job.id, job.created_at)
     return job

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .accounts import require_scope
 from .web import HubError, Request, Response, Route, json_response
 from .webhook_delivery import DOMAINS, WATCH_TYPES, Webhook, is_loopback_url
 
@@ -45,16 +46,12 @@ def render(hook: Webhook, app: HubApp) -> dict[str, Any]:
 
 
 def _writer(app: HubApp, req: Request) -> Token:
-    token = app.require_user(req)
-    if token.role != "write":
-        raise HubError(
-            403, "Forbidden: this token has the 'read' role; managing webhooks needs a 'write' token"
-        )
-    return token
+    """Every webhook call needs the ``webhooks`` scope (write tokens hold it, read tokens don't)."""
+    return require_scope(req.token, "webhooks")
 
 
-def _hook(app: HubApp, req: Request, hook_id: str, *, write: bool = False) -> Webhook:
-    token = _writer(app, req) if write else app.require_user(req)
+def _hook(app: HubApp, req: Request, hook_id: str) -> Webhook:
+    token = _writer(app, req)
     hook = app.webhooks.hooks.get(hook_id)
     if hook is None or hook.owner != token.user:
         raise HubError(404, f"Webhook {hook_id} not found")
@@ -111,7 +108,7 @@ def _target(app: HubApp, token: Token, data: dict[str, Any], hook: Webhook) -> N
 
 
 def list_webhooks(app: HubApp, req: Request) -> Response:
-    token = app.require_user(req)
+    token = _writer(app, req)
     with app.webhooks.lock:
         hooks = [render(h, app) for h in app.webhooks.hooks.values() if h.owner == token.user]
     return json_response(hooks)
@@ -144,7 +141,7 @@ def get_webhook(app: HubApp, req: Request, hook_id: str) -> Response:
 
 
 def update_webhook(app: HubApp, req: Request, hook_id: str) -> Response:
-    hook = _hook(app, req, hook_id, write=True)
+    hook = _hook(app, req, hook_id)
     data = req.json()
     if not isinstance(data, dict):
         raise HubError(400, "Expected a JSON object")
@@ -160,7 +157,7 @@ def update_webhook(app: HubApp, req: Request, hook_id: str) -> Response:
 
 
 def _switch(app: HubApp, req: Request, hook_id: str, *, disabled: bool) -> Response:
-    hook = _hook(app, req, hook_id, write=True)
+    hook = _hook(app, req, hook_id)
     with app.webhooks.lock:
         hook.disabled = disabled
         return json_response({"webhook": render(hook, app)})
@@ -175,7 +172,7 @@ def disable_webhook(app: HubApp, req: Request, hook_id: str) -> Response:
 
 
 def delete_webhook(app: HubApp, req: Request, hook_id: str) -> Response:
-    hook = _hook(app, req, hook_id, write=True)
+    hook = _hook(app, req, hook_id)
     app.webhooks.delete(hook.id)
     return json_response({})
 

@@ -35,6 +35,7 @@ class Config:
     tree_page_size: int = 1000
     discussions_page_size: int = 50
     jobs_page_size: int = 50  # list_jobs (Link pagination)
+    jobs_scheduling_delay_ms: int = 0  # how long a new job stays in SCHEDULING
     upload_mode: str = "regular"
     lfs_threshold: int = 10 * 1024 * 1024
     lfs_multipart_chunk: int = 0

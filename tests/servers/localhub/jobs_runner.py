@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -182,6 +181,7 @@ class Jobs:
         secrets: dict[str, str],
         base_url: str,
         scheduled_job_id: str | None = None,
+        scheduling_delay: float = 0.0,
     ) -> Job:
         with self.changed:
             self._seq += 1
@@ -197,7 +197,9 @@ class Jobs:
                 scheduled_job_id=scheduled_job_id,
             )
             self.jobs[job.id] = job
-        thread = threading.Thread(target=self._run, args=(job, base_url), name=f"job-{job.id}", daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(job, base_url, scheduling_delay), name=f"job-{job.id}", daemon=True
+        )
         thread.start()
         return job
 
@@ -233,17 +235,20 @@ class Jobs:
             job.stage, job.message, job.finished_at = stage, message, utc_now()
             self.changed.notify_all()
 
-    def _run(self, job: Job, base_url: str) -> None:
+    def _run(self, job: Job, base_url: str, scheduling_delay: float) -> None:
         folder = self.work_dir / job.id
         (folder / ".bin").mkdir(parents=True, exist_ok=True)
-        if shutil.which("uv") is None:
-            shim = folder / ".bin" / "uv"
-            shim.write_text(f"#!{sys.executable}\n{UV_SHIM}")
-            shim.chmod(0o755)
+        # Always the stand-in, even where uv is installed: a real `uv run` would resolve packages
+        # from the network, and jobs here run in the project's environment.
+        shim = folder / ".bin" / "uv"
+        shim.write_text(f"#!{sys.executable}\n{UV_SHIM}")
+        shim.chmod(0o755)
         command = [str(c) for c in (job.spec.get("command") or [])] + [
             str(a) for a in (job.spec.get("arguments") or [])
         ]
         with self.changed:
+            # A test may hold jobs in SCHEDULING (the jobs_scheduling_delay_ms setting); cancel wakes it.
+            self.changed.wait_for(lambda: job.cancel_requested, timeout=scheduling_delay)
             if job.cancel_requested:
                 job.stage, job.finished_at, job.message = "CANCELED", utc_now(), "Job canceled"
                 self.changed.notify_all()
@@ -268,6 +273,9 @@ class Jobs:
             job.stage, job.started_at = "RUNNING", utc_now()
             job.logs.append(LogLine(f"===== Job started at {job.started_at.isoformat()} =====", utc_now()))
             self.changed.notify_all()
+            cancelled_meanwhile = job.cancel_requested
+        if cancelled_meanwhile:  # cancel came between the check above and the process existing
+            threading.Thread(target=self._kill, args=(process,), daemon=True).start()
         reader = threading.Thread(target=self._read_output, args=(job, process), daemon=True)
         reader.start()
         timed_out = False
@@ -276,6 +284,9 @@ class Jobs:
         except subprocess.TimeoutExpired:
             timed_out = True
             self._kill(process)
+        # Like a container torn down: nothing the job started outlives it (and holds its output open).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
         reader.join(timeout=10)
         with self.changed:
             self._processes.pop(job.id, None)
@@ -312,6 +323,7 @@ class Jobs:
             if job.finished:
                 return
             job.cancel_requested = True
+            self.changed.notify_all()  # wakes a job held in SCHEDULING
             process = self._processes.get(job.id)
         if process is not None:
             threading.Thread(target=self._kill, args=(process,), daemon=True).start()

@@ -284,6 +284,7 @@ class Webhooks:
             spec=spec,
             secrets=secrets,
             base_url=item["hub_url"],
+            scheduling_delay=self.app.config.jobs_scheduling_delay_ms / 1000,
         )
         item.update(status=None, delivered=True, job_id=job.id, error=None)
 
