@@ -293,3 +293,44 @@ def test_a_webhook_can_run_a_job_with_the_payload(api, hub, repo, make_webhook):
     job = api.wait_for_job(sent["job_id"], namespace="alice", timeout=60, poll_interval=0.1)
     assert job.initiator.type == "webhook" and job.status.stage == "COMPLETED"
     assert list(api.fetch_job_logs(job_id=job.id, namespace="alice")) == [f"repo.content {repo} True"]
+
+
+def test_refs_repo_and_settings_events(api, hub, receiver, make_webhook):
+    make_webhook(url=receiver.url, watched=[WebhookWatchedItem(type="org", name="gradience-test")])
+    repo = f"gradience-test/webhook-refs-{uuid.uuid4().hex[:8]}"
+    api.create_repo(repo)
+    main = api.repo_info(repo).sha
+    api.create_branch(repo, branch="dev")
+    api.create_tag(repo, tag="v1")
+    api.delete_tag(repo, tag="v1")
+    api.delete_branch(repo, branch="dev")
+    api.update_repo_settings(repo, private=True)
+    draft = api.create_pull_request(repo, title="Draft work", description="wip")
+    api.delete_repo(repo)
+    deliveries(hub)
+    mine = [r for r in receiver.received if r.payload["repo"]["name"] == repo]
+    assert [r.scope for r in mine] == [
+        ("repo", "create"),
+        ("repo.content", "update"),
+        ("repo.content", "update"),
+        ("repo.content", "update"),
+        ("repo.content", "update"),
+        ("repo.config", "update"),
+        ("repo.content", "update"),
+        ("discussion", "create"),
+        ("repo", "delete"),
+    ]
+    refs = [r.payload.get("updatedRefs") for r in mine]
+    assert refs[1:5] == [
+        [{"ref": "refs/heads/dev", "oldSha": None, "newSha": main}],
+        [{"ref": "refs/tags/v1", "oldSha": None, "newSha": main}],
+        [{"ref": "refs/tags/v1", "oldSha": main, "newSha": None}],
+        [{"ref": "refs/heads/dev", "oldSha": main, "newSha": None}],
+    ]
+    assert (
+        mine[5].payload["updatedConfig"] == {"private": True} and mine[5].payload["repo"]["private"] is True
+    )
+    assert refs[6] == [{"ref": f"refs/pr/{draft.num}", "oldSha": None, "newSha": main}]
+    assert (
+        mine[7].payload["discussion"]["status"] == "draft" and mine[7].payload["comment"]["content"] == "wip"
+    )
