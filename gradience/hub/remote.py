@@ -296,10 +296,13 @@ def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> A
     else:
         chunk_dir = cache / (weights + ".ranges")
         chunk_dir.mkdir(parents=True, exist_ok=True)
-        header = _header(transfer(weights), size, cache / (weights + ".header"))
+        # One Transfer for header and tensors: a server that sent the whole file once is not
+        # asked again.
+        weights_transfer = transfer(weights)
+        header = _header(weights_transfer, size, cache / (weights + ".header"))
         t_header = time.perf_counter() - t1
         file = RangeCachedSafetensors(
-            _with_progress(transfer(weights), progress, 0), size, header, chunk_dir, weights
+            _with_progress(weights_transfer, progress, 0), size, header, chunk_dir, weights
         )
     shapes = {name: (tuple(t.shape), t.dtype) for name, t in file.tensors.items()}
     layers, ignored, warnings = group_layers(shapes, config, path=f"{ref.repo_id}/{weights}")

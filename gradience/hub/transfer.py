@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ MAX_REDIRECTS = 5
 DEFAULT_MAX_RATE_LIMIT_WAIT = 120.0
 #: A body the server sent whole (ignoring ``Range``) is kept on disk past this size.
 _SPOOL_BYTES = 8 * 1024 * 1024
+#: Unusable bodies up to this size are read (and counted) rather than cut off.
+_DISCARD_BYTES = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -350,6 +353,7 @@ class Transfer:
         m = _CONTENT_RANGE.fullmatch((response.headers.get("content-range") or "").strip())
         if m is None or int(m.group(1)) != pos or not pos <= int(m.group(2)) < end:
             got = response.headers.get("content-range")
+            self._discard(response)
             raise _Retry(f"asked for bytes {pos}-{end - 1}, the answer says {got!r}")
         want = int(m.group(2)) + 1 - pos
         for chunk in self._body(response):
@@ -395,7 +399,16 @@ class Transfer:
         if self.progress is not None:
             self.progress(end - pos)
         self._whole = spool
+        weakref.finalize(self, spool.close)  # closed with the Transfer, whoever drops it last
         return "whole"
+
+    def _discard(self, response: Any) -> None:
+        """Read and count a small unusable body (keeps the count honest and the connection);
+        a large one is left unread and its connection closed."""
+        raw = response.headers.get("content-length") or ""
+        if raw.isdigit() and int(raw) <= _DISCARD_BYTES:
+            for _ in self._body(response):
+                pass
 
     def _body(self, response: Any) -> Iterator[bytes]:
         """The body as it arrives, each byte counted; a drop or stall mid-body is a retry."""
