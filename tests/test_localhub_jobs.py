@@ -118,13 +118,14 @@ def test_a_missing_program_ends_in_error(api):
 
 
 def test_timeout_stops_the_job_and_says_so(api, tmp_path):
-    marker = tmp_path / "survived"
-    code = f"import time; print('start', flush=True); time.sleep(30); open({str(marker)!r}, 'w').write('x')"
-    job = _wait(api, _run(api, code, timeout=1))
+    pid_file = tmp_path / "job.pid"
+    script = f"echo $$ > {pid_file}; echo start; exec sleep 30"  # a shell starts in milliseconds
+    job_id = api.run_job(image="alpine", command=["sh", "-c", script], timeout=1, namespace="alice").id
+    job = _wait(api, job_id)
     assert job.status.stage == JobStage.ERROR
     assert "timed out" in job.status.message and "1 seconds" in job.status.message
     assert list(api.fetch_job_logs(job_id=job.id, namespace="alice")) == ["start"]
-    assert not marker.exists()
+    assert _gone(int(pid_file.read_text()))
 
 
 def _alive(pid: int) -> bool:
@@ -133,6 +134,15 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has died, allowing the kernel a moment to reap an orphaned child."""
+    for _ in range(100):
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_cancel_stops_the_job_and_its_children(api, tmp_path):
@@ -152,13 +162,7 @@ def test_cancel_stops_the_job_and_its_children(api, tmp_path):
     api.cancel_job(job_id=job_id, namespace="alice")
     job = _wait(api, job_id)
     assert job.status.stage == JobStage.CANCELED
-    child = int(pid_file.read_text())
-    # The whole process group got the signal; give the kernel a moment to reap the orphan.
-    for _ in range(100):
-        if not _alive(child):
-            break
-        time.sleep(0.05)
-    assert not _alive(child)
+    assert _gone(int(pid_file.read_text()))  # the whole process group got the signal
 
 
 def test_metrics_of_a_running_job(api, tmp_path):

@@ -270,7 +270,7 @@ def test_delivery_faults_drop_duplicate_and_delay(api, hub, repo, receiver, make
 
     # A delayed delivery arrives after the events behind it: receivers must not rely on order.
     receiver.received.clear()
-    delivery_fault(hub, "delay", delay=0.5, times=1, webhook_id=hook.id)
+    delivery_fault(hub, "delay", delay=2.0, times=1, webhook_id=hook.id)  # ample for the next commit
     third = _upload(api, repo, "3.txt")
     fourth = _upload(api, repo, "4.txt")
     deliveries(hub)
