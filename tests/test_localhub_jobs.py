@@ -266,7 +266,7 @@ def test_access_follows_the_namespace_and_the_token(api, hub):
     _wait(api, job_id)
 
 
-def test_scheduled_jobs_lifecycle(api):
+def test_scheduled_jobs_lifecycle(api, hub):
     sched = api.create_scheduled_job(
         image="python:3.12",
         command=_py("import os; print('scheduled', os.environ['WHO'])"),
@@ -295,6 +295,13 @@ def test_scheduled_jobs_lifecycle(api):
     assert (
         api.inspect_scheduled_job(scheduled_job_id=sched.id, namespace="alice").status.last_job.id == run.id
     )
+
+    # The scheduler thread fires a due schedule by itself (the admin call only moves the clock).
+    fired = hub._call("POST", f"/_admin/scheduled-jobs/{sched.id}/due")["job_id"]
+    by_schedule = _wait(api, fired)
+    assert by_schedule.initiator.type == "scheduled-job" and by_schedule.status.stage == JobStage.COMPLETED
+    after = api.inspect_scheduled_job(scheduled_job_id=sched.id, namespace="alice").status
+    assert after.last_job.id == fired and after.next_job_run_at > by_schedule.created_at
 
     daily = api.update_scheduled_job_schedule(
         scheduled_job_id=sched.id, schedule="30 4 * * *", namespace="alice"

@@ -508,6 +508,21 @@ def scheduled_labels(app: HubApp, req: Request, namespace: str, sid: str) -> Res
     return json_response(render_scheduled(s))
 
 
+def admin_make_due(app: HubApp, req: Request, sid: str) -> Response:
+    """Make a scheduled job due now and wait (up to 10 s) for the scheduler thread to fire it."""
+    s = app.jobs.scheduled.get(sid)
+    if s is None:
+        raise HubError(404, f"Scheduled job {sid} not found")
+    before = s.last_job
+    s.next_run_at = utc_now()
+    deadline = time.monotonic() + 10.0
+    while s.last_job == before and time.monotonic() < deadline:
+        app.jobs.wait_change(0.1)
+    if s.last_job == before:
+        raise HubError(504, f"Scheduled job {sid} did not fire (suspended?)")
+    return json_response({"job_id": s.last_job[0] if s.last_job else None})
+
+
 J = r"/api/jobs/" + NS + "/" + JOB
 S = r"/api/scheduled-jobs/" + NS + r"/(?P<sid>[0-9a-f]{24})"
 ROUTES = [
@@ -530,6 +545,9 @@ ROUTES = [
     Route(("POST",), S + r"/schedule", reschedule, "scheduled-jobs"),
     Route(("POST",), S + r"/run", trigger_scheduled, "scheduled-jobs"),
     Route(("PUT",), S + r"/labels", scheduled_labels, "scheduled-jobs"),
+    Route(
+        ("POST",), r"/_admin/scheduled-jobs/(?P<sid>[0-9a-f]{24})/due", admin_make_due, "admin", auth="admin"
+    ),
 ]
 
 __all__ = ["ROUTES", "TERMINAL", "render_job", "render_scheduled"]
