@@ -2,8 +2,8 @@
 hardware, and scheduled jobs. The processes themselves are in ``jobs_runner``.
 
 Access follows the Hub: jobs belong to a namespace (a user, or an organisation its members act
-for); running, cancelling or relabelling needs a write token, reading needs any token of someone
-in the namespace. Logs and metrics are server-sent events (``data: {...}`` lines) streamed while
+for); running, cancelling or relabelling needs the ``jobs`` scope (write tokens hold it), reading
+needs any token of someone in the namespace. Logs and metrics are server-sent events (``data: {...}`` lines) streamed while
 the job runs and closed once it has finished, which is what the client's follow loop expects.
 """
 
@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .accounts import require_scope
-from .jobs_runner import TERMINAL, Job, ScheduledJob, new_id, next_run
+from .jobs_runner import Job, ScheduledJob, new_id, next_run
 from .storage import hub_date, utc_now
 from .web import HubError, Request, Response, Route, json_response
 
@@ -549,5 +549,3 @@ ROUTES = [
         ("POST",), r"/_admin/scheduled-jobs/(?P<sid>[0-9a-f]{24})/due", admin_make_due, "admin", auth="admin"
     ),
 ]
-
-__all__ = ["ROUTES", "TERMINAL", "render_job", "render_scheduled"]
