@@ -409,6 +409,10 @@ def _checked_schedule(value: Any) -> str:
         next_run(value, utc_now())
     except ValueError as e:
         raise HubError(400, f"Invalid schedule {value!r}: {e}") from e
+    except ImportError as e:  # the one optional dependency of the server (the dev extra has it)
+        raise HubError(
+            501, "Scheduled jobs need APScheduler on the server: pip install 'apscheduler<4'"
+        ) from e
     return value.strip()
 
 
