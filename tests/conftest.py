@@ -15,6 +15,12 @@ from typing import TYPE_CHECKING
 
 import pytest  # pytest never imports huggingface_hub, so HF_ENDPOINT can still be set below
 
+# One BLAS thread per process, as the CLI does (gradience/cli/main.py), set before any test
+# module imports numpy: on a shared 2-core runner, OpenBLAS threads made dense oracle SVDs
+# 5-10x slower (a 768×768 SVD took seconds).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 if TYPE_CHECKING:
     from servers.hub import LocalHub
 
