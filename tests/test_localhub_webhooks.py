@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, WebhookPayload, WebhookWatchedItem
 from huggingface_hub.errors import HfHubHTTPError
+from servers import hub as H
 from servers.webhook_receiver import WebhookReceiver, deliveries, delivery_fault, delivery_faults
 
 SECRET = "s3cret with spaces & symbols!"
@@ -334,3 +335,22 @@ def test_refs_repo_and_settings_events(api, hub, receiver, make_webhook):
     assert (
         mine[7].payload["discussion"]["status"] == "draft" and mine[7].payload["comment"]["content"] == "wip"
     )
+
+
+def test_webhooks_survive_a_restart_on_the_same_data(tmp_path):
+    """Like repos, webhooks are kept in the data folder's index; a second server finds them."""
+    first = H.start_local_hub(H.free_port(), tmp_path, seed_repos=False, corpus_dir=None)
+    try:
+        api = HfApi(endpoint=first.url, token=H.ALICE_TOKEN)
+        hook = api.create_webhook(
+            url="http://127.0.0.1:9/hook", watched=[{"type": "user", "name": "alice"}], secret="s"
+        )
+        api.disable_webhook(hook.id)
+    finally:
+        first.stop()
+    second = H.start_local_hub(H.free_port(), tmp_path, seed_repos=False, corpus_dir=None)
+    try:
+        again = HfApi(endpoint=second.url, token=H.ALICE_TOKEN).get_webhook(hook.id)
+    finally:
+        second.stop()
+    assert again.url == hook.url and again.secret == "s" and again.disabled is True

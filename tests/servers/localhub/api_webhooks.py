@@ -133,6 +133,7 @@ def create_webhook(app: HubApp, req: Request) -> Response:
     _target(app, token, data, hook)
     with app.webhooks.lock:
         app.webhooks.hooks[hook.id] = hook
+    app.webhooks.save()
     return json_response({"webhook": render(hook, app)})
 
 
@@ -153,14 +154,16 @@ def update_webhook(app: HubApp, req: Request, hook_id: str) -> Response:
         if "secret" in data:
             hook.secret = _secret(data["secret"])
         _target(app, app.require_user(req), data, hook)
-        return json_response({"webhook": render(hook, app)})
+    app.webhooks.save()
+    return json_response({"webhook": render(hook, app)})
 
 
 def _switch(app: HubApp, req: Request, hook_id: str, *, disabled: bool) -> Response:
     hook = _hook(app, req, hook_id)
     with app.webhooks.lock:
         hook.disabled = disabled
-        return json_response({"webhook": render(hook, app)})
+    app.webhooks.save()
+    return json_response({"webhook": render(hook, app)})
 
 
 def enable_webhook(app: HubApp, req: Request, hook_id: str) -> Response:

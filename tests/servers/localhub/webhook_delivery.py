@@ -98,6 +98,16 @@ class Webhooks:
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
         self._pending = 0  # queued, delayed or being sent
         self._worker: threading.Thread | None = None
+        for data in app.store.meta.get("webhooks", []):  # a server restarted on its --data folder
+            hook = Webhook(**data)
+            self.hooks[hook.id] = hook
+
+    def save(self) -> None:
+        """Keep the webhooks in the store's index (call without holding ``self.lock``)."""
+        with self.app.store.lock:
+            with self.lock:
+                self.app.store.meta["webhooks"] = [dict(h.__dict__) for h in self.hooks.values()]
+            self.app.store.save()
 
     # -- payloads -------------------------------------------------------------------------------
 
@@ -327,6 +337,7 @@ class Webhooks:
     def delete(self, hook_id: str) -> None:
         with self.lock:
             self.hooks.pop(hook_id, None)
+        self.save()
 
 
 def is_loopback_url(url: str) -> bool:
