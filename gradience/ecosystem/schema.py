@@ -1,7 +1,7 @@
 """The two tables of the dataset, as Arrow schemas, and the rows that fill them.
 
 The schema is the published contract (``datasets``, pandas and DuckDB users select columns by
-these names), so it is declared once here; ``gradience/schemas/ecosystem_*.json`` and the table
+these names), so it is declared once here; ``gradience/schemas/ecosystem_*.schema.json`` and the table
 in ``docs/ecosystem.md`` are generated from it (``json_schema()``), and a test checks that the
 written parquet, the JSON Schema files and this module agree.
 
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradience.ecosystem.discovery import family_of
+from gradience.ecosystem.statuses import STATUSES
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,12 +29,12 @@ DATASET_VERSION = 1
 TOP_K = 4  # singular values kept per layer, as in the 0.11 study
 
 # (name, arrow type, nullable, description); types: string, int64, float64, bool, list<string>,
-# list<float64>, timestamp (UTC, seconds).
+# list<float64>, timestamp (UTC, milliseconds: parquet has no seconds unit).
 ADAPTER_COLUMNS: list[tuple[str, str, bool, str]] = [
     ("repo_id", "string", False, "Hub model repo"),
     ("subfolder", "string", False, "adapter folder inside the repo; empty at the root"),
     ("commit", "string", True, "commit sha the audit read"),
-    ("status", "string", False, "ok | gated | private | not_found | unsupported_type | not_lora | no_weights | lfs_pointer | corrupt | too_large | transient_error"),
+    ("status", "string", False, "one of the fixed statuses (gradience.ecosystem.statuses.STATUSES)"),
     ("status_detail", "string", True, "error code and one line on what failed (null when ok)"),
     ("untrained", "bool", False, "ok but every update is zero (B = 0)"),
     ("base_model", "string", True, "base model id (card, else adapter_config.json)"),
@@ -90,7 +92,7 @@ def _arrow_type(name: str) -> pa.DataType:
         "bool": pa.bool_(),
         "list<string>": pa.list_(pa.string()),
         "list<float64>": pa.list_(pa.float64()),
-        "timestamp": pa.timestamp("s", tz="UTC"),
+        "timestamp": pa.timestamp("ms", tz="UTC"),
     }[name]
 
 
@@ -99,6 +101,21 @@ def arrow_schema(table: str) -> pa.Schema:
 
     cols = ADAPTER_COLUMNS if table == "adapters" else LAYER_COLUMNS
     return pa.schema([pa.field(n, _arrow_type(t), nullable=null) for n, t, null, _ in cols])
+
+
+def schema_path(table: str) -> Path:
+    """Where the table's JSON Schema ships: ``gradience/schemas/ecosystem_<table>.schema.json``."""
+    return Path(__file__).resolve().parents[1] / "schemas" / f"ecosystem_{table}.schema.json"
+
+
+def write_json_schemas() -> list[Path]:
+    """Regenerate the shipped JSON Schema files from the columns above (run after a change)."""
+    out = []
+    for table in ("adapters", "layers"):
+        path = schema_path(table)
+        path.write_text(json.dumps(json_schema(table), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        out.append(path)
+    return out
 
 
 def json_schema(table: str) -> dict[str, Any]:
@@ -119,9 +136,11 @@ def json_schema(table: str) -> dict[str, Any]:
         if nullable:
             spec["type"] = [spec["type"], "null"]
         props[name] = {**spec, "description": desc}
+    if table == "adapters":
+        props["status"]["enum"] = list(STATUSES)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://gradience.dev/schemas/ecosystem_{table}.json",
+        "$id": f"https://gradience.dev/schemas/ecosystem/{table}/v{DATASET_VERSION}.json",
         "title": f"gradience ecosystem dataset: {table} (version {DATASET_VERSION})",
         "type": "object",
         "properties": props,

@@ -19,6 +19,7 @@ a ``peft`` listing must not return.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -209,6 +210,14 @@ def adapter_config(base: str, r: int, *, mlp: bool = True, peft_type: str = "LOR
     return json.dumps(cfg, indent=2).encode()
 
 
+@functools.lru_cache(maxsize=1024)
+def _weights(r: int, k: int, mlp: bool, dtype: str, as_bin: bool) -> bytes:
+    """Weight files are shared by every repo with the same (r, k, layout, dtype): built once."""
+    tensors = lora_tensors(r, k, seed=r * 1000 + k * 10 + mlp, mlp=mlp)
+    return torch_bin_bytes(tensors) if as_bin else safetensors_bytes(tensors, dtype)
+
+
+@functools.lru_cache(maxsize=256)
 def card(base: str, task: str, name: str) -> bytes:
     meta = {"base_model": base, "library_name": "peft", "pipeline_tag": task, "tags": ["lora"]}
     return render_card(meta, f"# {name}\n\nA synthetic adapter seeded for crawl tests.").encode()
@@ -229,19 +238,17 @@ def _regular(b: _Builder, repo_id: str, i: int, seed: int) -> dict[str, Any]:
     mlp = bool(rng.integers(2))
     roll = float(rng.random())
     dtype = "F16" if roll < 0.1 else "BF16" if roll < 0.2 else "F32"
-    tensors = lora_tensors(r, k, seed=r * 1000 + k * 10 + mlp, mlp=mlp)
     as_bin = roll > 0.95
+    dtype = "F32" if as_bin else dtype
     files: dict[str, bytes | FileEntry] = {"adapter_config.json": adapter_config(base, r, mlp=mlp)}
-    if as_bin:
-        files["adapter_model.bin"] = torch_bin_bytes(tensors)
-        dtype = "F32"
-    else:
-        files["adapter_model.safetensors"] = safetensors_bytes(tensors, dtype)
+    name = "adapter_model.bin" if as_bin else "adapter_model.safetensors"
+    files[name] = _weights(r, k, mlp, dtype, as_bin)
     if rng.random() > 0.1:  # a tenth have no card: the peft tag must come from adapter_config.json
-        files["README.md"] = card(base, task, repo_id)
+        files["README.md"] = card(base, task, "a synthetic adapter")
     downloads = int(rng.integers(0, 5000))
     b.repo(repo_id, files, downloads=downloads, likes=downloads // 100)
-    lora_bytes = sum(x.size for _, x in tensors) * (2 if dtype in ("F16", "BF16") else 4)
+    pairs = LAYERS * (3 if mlp else 2)
+    lora_bytes = pairs * 2 * HIDDEN * r * (2 if dtype in ("F16", "BF16") else 4)
     return _expect(
         repo_id, "", "ok", r=r, k=k, utilization=k / r, base_model=base, dtype=dtype,
         weights="bin" if as_bin else "safetensors", lora_bytes=lora_bytes, untrained=False,
