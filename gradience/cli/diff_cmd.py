@@ -131,9 +131,10 @@ def render_diff(d: dict[str, Any], *, all_layers: bool = False) -> None:
     )
     for label, key, digits in rows:
         m = d["metrics"][key]
-        t.add_row(
-            label, _num(m["base"], digits), _num(m["head"], digits), _num(m["delta"], digits, sign=True)
-        )
+        delta = m["delta"]
+        if delta is not None and abs(delta) <= 1e-6 * max(abs(m["base"] or 0), abs(m["head"] or 0)):
+            delta = 0  # storage noise: a truncation keeps σ₁ to ~1e-10
+        t.add_row(label, _num(m["base"], digits), _num(m["head"], digits), _num(delta, digits, sign=True))
     rb, rh = d["recommendation"]["base"], d["recommendation"]["head"]
     t.add_row("recommended rank", _rec(rb), _rec(rh), "changed" if d["recommendation"]["changed"] else "")
     f = d["flags"]
@@ -186,16 +187,18 @@ def render_diff(d: dict[str, Any], *, all_layers: bool = False) -> None:
 def _num(x: float | None, digits: int, *, sign: bool = False) -> str:
     if x is None:
         return "—"
+    if sign and x == 0:
+        return "0"
     if digits == 0:
         return f"{x:+,.0f}" if sign else f"{x:,.0f}"
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
 def _pair(c: dict[str, Any], digits: int) -> str:
-    if c["base"] is None or c["head"] is None or c["base"] == c["head"]:
-        v = c["head"] if c["head"] is not None else c["base"]
-        return _num(v, digits)
-    return f"{_num(c['base'], digits)} → {_num(c['head'], digits)}"
+    b, h = _num(c["base"], digits), _num(c["head"], digits)
+    if c["base"] is None or c["head"] is None or b == h:
+        return h if c["head"] is not None else b
+    return f"{b} → {h}"
 
 
 def _rec(r: dict[str, Any] | None) -> str:

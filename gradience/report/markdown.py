@@ -64,10 +64,11 @@ def _n(x: float | None, fmt: str = ".3f") -> str:
     return "—" if x is None else format(x, fmt)
 
 
-def _signed(x: float | None, fmt: str) -> str:
+def _signed(x: float | None, fmt: str, scale: float = 0.0) -> str:
+    """A signed delta; one below 1e-6 of ``scale`` (the larger side) is storage noise: 0."""
     if x is None:
         return "—"
-    if x == 0:
+    if x == 0 or abs(x) <= 1e-6 * scale:
         return "0"
     return format(x, "+" + fmt)
 
@@ -301,7 +302,8 @@ def diff_markdown(d: Mapping[str, Any], *, title: str | None = None, heading: in
     rows = []
     for label, key, fmt in _DIFF_ROWS:
         m = d["metrics"][key]
-        rows.append([label, _n(m["base"], fmt), _n(m["head"], fmt), _signed(m["delta"], fmt)])
+        scale = max(abs(m["base"] or 0), abs(m["head"] or 0))
+        rows.append([label, _n(m["base"], fmt), _n(m["head"], fmt), _signed(m["delta"], fmt, scale)])
     rb, rh = d["recommendation"]["base"], d["recommendation"]["head"]
     rows.append(
         [
@@ -400,9 +402,10 @@ def _pair(c: Mapping[str, Any], fmt: str) -> str:
     base, head = c["base"], c["head"]
     if base is None and head is None:
         return "—"
-    if base is None or head is None or base == head:
-        return _n(head if head is not None else base, fmt)
-    return f"{_n(base, fmt)} → {_n(head, fmt)}"
+    b, h = _n(base, fmt), _n(head, fmt)
+    if base is None or head is None or b == h:
+        return h if head is not None else b
+    return f"{b} → {h}"
 
 
 def _value(v: Any) -> str:
