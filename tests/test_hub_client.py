@@ -117,7 +117,7 @@ def test_a_long_rate_limit_is_a_clear_error_not_a_long_wait(hub):
     fault = hub.fault(r"^/api/models/", rate_limit=55)
     with pytest.raises(RateLimitedError) as e:
         gradience.audit(HEALTHY, options=OpenOptions(deadline=10.0))
-    assert e.value.retry_after == 55 and "retry after 55 s" in e.value.message
+    assert e.value.retry_after == 55 and "wait 55 s" in e.value.message
     assert hub.fault_hits(fault) == 1  # no retry could succeed before the deadline: none was sent
 
 

@@ -146,7 +146,8 @@ class HubSession:
         left = self.deadline.remaining()
         if self.rate_limit_waited + wait > self.max_rate_limit_wait or (left is not None and wait >= left):
             raise RateLimitedError(
-                f"the Hub rate-limited requests for {repo_id}; retry after {wait:.0f} s",
+                f"the Hub rate-limited requests for {repo_id} and asks to wait {wait:.0f} s, "
+                "longer than this operation may wait",
                 repo_id=repo_id,
                 retry_after=wait,
             )
