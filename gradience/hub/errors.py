@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gradience.errors import (
     AdapterNotFoundError,
     GatedRepoError,
@@ -47,8 +49,23 @@ def translate(
             )
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
         if status == 429:
-            return RateLimitedError(f"the Hub rate-limited requests for {repo_id}: {first}", **where)
+            return RateLimitedError(
+                f"the Hub rate-limited requests for {repo_id}: {first}",
+                **where,
+                retry_after=_retry_after(e.response.headers),
+            )
         return HubTransferError(
             f"the Hub answered HTTP {status or '?'} for {repo_id}: {first}; try again later", **where
         )
     return None
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds a 429 asks to wait: the Hub's ``RateLimit`` header first, then ``Retry-After``."""
+    from huggingface_hub.utils._http import parse_ratelimit_headers
+
+    info = parse_ratelimit_headers(headers)
+    if info is not None:
+        return float(info.reset_in_seconds)
+    value = (headers.get("Retry-After") or "").strip()
+    return float(value) if value.isdigit() else None

@@ -236,9 +236,26 @@ class Transfer:
         is shared by every token on the machine, the right to read it is not.
         """
         assert self.session is not None
-        with self._exchange("HEAD", self._url, {}, hub=True) as response:
-            if response.status_code >= 400:
-                self._raise_for_status(response)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self._exchange("HEAD", self._url, {}, hub=True) as response:
+                    status = response.status_code
+                    if status == 429:
+                        self.session.wait_for_rate_limit(response.headers, self.repo_id, attempt)
+                        continue
+                    if status < 400:
+                        return
+                    if status < 500 and status != 408:
+                        self._raise_for_status(response)
+                    reason = f"HTTP {status}"
+            except _Retry as e:
+                reason = e.reason
+            if attempt == MAX_ATTEMPTS:
+                raise HubTransferError(
+                    f"could not check access to {self.repo_id}: {reason}; try again later",
+                    repo_id=self.repo_id,
+                )
+            self.session.deadline.sleep(min(0.25 * 2.0 ** (attempt - 1), 4.0), reason)
 
     # -- the loop -------------------------------------------------------------------------------
 
