@@ -86,9 +86,9 @@ def test_rank_deficient_product_keeps_tail_metrics_exact(tmp_path, precise):
 def test_gram_route_batches_equal_single_pairs():
     rng = np.random.default_rng(0)
     pairs = [gram_pair(rng.standard_normal((6, 20)), rng.standard_normal((30, 6))) for _ in range(5)]
-    stacked = singular_values_from_grams(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
+    stacked = singular_values_from_grams(np.stack([p[0].g for p in pairs]), np.stack([p[1].g for p in pairs]))
     for (ga, gb), s in zip(pairs, stacked, strict=True):
-        np.testing.assert_allclose(singular_values_from_grams(ga, gb), s, rtol=1e-12)
+        np.testing.assert_allclose(singular_values_from_grams(ga.g, gb.g), s, rtol=1e-12)
 
 
 def test_qr_svd_reconstructs_update_and_vectors_are_orthonormal():

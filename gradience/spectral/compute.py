@@ -3,7 +3,9 @@
 Layers are read one at a time (resident memory follows the largest tensor, not the
 file); their float64 Gram pairs are queued per rank and solved in stacked batches capped
 at :data:`BATCH_BYTES`, which removes the Python overhead of hundreds of tiny
-eigendecompositions.
+eigendecompositions. Layers whose spectrum reaches below the Gram route's noise floor get
+one more r×r SVD; a factor is read a second time only when it is numerically
+rank-deficient itself (see :mod:`gradience.spectral.factored`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import numpy as np
 
 from gradience.spectral.factored import (
     TAIL_RATIO,
+    Gram,
+    GramRoots,
+    core_singular_values,
+    core_singular_values_fast,
     gram_pair,
+    gram_roots,
     gram_stored,
-    singular_values_from_grams,
+    qr_root,
     singular_values_qr,
 )
 
@@ -37,7 +44,8 @@ def layer_spectra(
     precise: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray | None]:
-    """Unscaled singular values of B·A (B·diag(E)·A for AdaLoRA) per layer name.
+    """Unscaled singular values of B·A (B·diag(E)·A for AdaLoRA) per layer name, descending,
+    p = min(r, out, in) of them (a rank above a layer's width adds no directions).
 
     A layer with NaN or Inf anywhere in its factors maps to ``None`` (invalid).
 
@@ -46,32 +54,36 @@ def layer_spectra(
         progress: called as ``progress(done, total)`` after each layer is read.
     """
     out: dict[str, np.ndarray | None] = {}
-    pending: dict[int, list[tuple[LoraLayer, np.ndarray, np.ndarray]]] = {}
+    pending: dict[int, list[tuple[LoraLayer, Gram, Gram]]] = {}
     total = len(adapter.layers)
 
     def flush(r: int) -> None:
         queue = pending.pop(r, [])
         if not queue:
             return
-        sig = singular_values_from_grams(np.stack([g[1] for g in queue]), np.stack([g[2] for g in queue]))
-        for (layer, *_), s in zip(queue, sig, strict=True):
-            if s[0] > 0 and s[-1] ** 2 < TAIL_RATIO * s[0] ** 2:
-                s = _qr_spectrum(adapter, layer)  # the tail matters: redo it exactly
-            out[layer.name] = s
+        roots_a = gram_roots(np.stack([q[1].g for q in queue]), np.array([q[1].n for q in queue]))
+        roots_b = gram_roots(np.stack([q[2].g for q in queue]), np.array([q[2].n for q in queue]))
+        fast = core_singular_values_fast(roots_b.w, roots_a.w)
+        for i, (layer, ga, gb) in enumerate(queue):
+            s = fast[i]
+            if not (roots_a.ok[i] and roots_b.ok[i]) or _reaches_tail(s):
+                s = _tail_spectrum(adapter, layer, i, (ga, roots_a), (gb, roots_b))
+            out[layer.name] = np.ldexp(s[: min(layer.r, ga.n, gb.n)], ga.exp + gb.exp)
 
     for i, layer in enumerate(adapter.layers):
         if precise:
             f = adapter.factors(layer)
             a = f.effective_a()
-            out[layer.name] = singular_values_qr(a, f.b) if _finite(a) and _finite(f.b) else None
+            ok = _finite(a) and _finite(f.b)
+            out[layer.name] = singular_values_qr(a, f.b) if ok else None
         else:
             ga, gb = _grams(adapter, layer)
-            if not (np.isfinite(ga).all() and np.isfinite(gb).all()):
+            if not (np.isfinite(ga.g).all() and np.isfinite(gb.g).all()):
                 out[layer.name] = None  # any NaN/Inf in A or B reaches a Gram diagonal
             else:
                 queue = pending.setdefault(layer.r, [])
                 queue.append((layer, ga, gb))
-                if len(queue) * 2 * ga.nbytes >= BATCH_BYTES:
+                if len(queue) * 2 * ga.g.nbytes >= BATCH_BYTES:
                     flush(layer.r)
         if progress is not None:
             progress(i + 1, total)
@@ -80,7 +92,29 @@ def layer_spectra(
     return {layer.name: out[layer.name] for layer in adapter.layers}
 
 
-def _grams(adapter: Adapter, layer: LoraLayer) -> tuple[np.ndarray, np.ndarray]:
+def _reaches_tail(s: np.ndarray) -> bool:
+    """Whether σ² from the core's Gram are too coarse for tail-sensitive metrics."""
+    return bool(s[0] > 0 and s[-1] ** 2 < TAIL_RATIO * s[0] ** 2)
+
+
+def _tail_spectrum(
+    adapter: Adapter,
+    layer: LoraLayer,
+    i: int,
+    a: tuple[Gram, GramRoots],
+    b: tuple[Gram, GramRoots],
+) -> np.ndarray:
+    """σ exact in the tail: SVD of the core, with a QR root for a factor whose Gram cannot
+    give one (numerically rank-deficient after equilibration and deflation)."""
+    (ga, roots_a), (gb, roots_b) = a, b
+    wa = roots_a.w[i] if roots_a.accurate(i) else qr_root(_factor(adapter, layer, "a"), rows=True, exp=ga.exp)
+    wb = (
+        roots_b.w[i] if roots_b.accurate(i) else qr_root(_factor(adapter, layer, "b"), rows=False, exp=gb.exp)
+    )
+    return core_singular_values(wb, wa, layer.r)
+
+
+def _grams(adapter: Adapter, layer: LoraLayer) -> tuple[Gram, Gram]:
     if layer.e_key is not None:  # AdaLoRA: fold diag(E) into A first
         f = adapter.factors(layer)
         return gram_pair(f.effective_a(), f.b)
@@ -92,10 +126,16 @@ def _grams(adapter: Adapter, layer: LoraLayer) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def _factor(adapter: Adapter, layer: LoraLayer, which: str) -> np.ndarray:
+    """A (with AdaLoRA's E folded in) or B as a decoded 2-D array."""
+    if which == "a":
+        if layer.e_key is not None:
+            return adapter.factors(layer).effective_a()
+        x = adapter.read(layer.a_key)
+    else:
+        x = adapter.read(layer.b_key)
+    return x.reshape(x.shape[0], -1)
+
+
 def _finite(x: np.ndarray) -> bool:
     return bool(np.isfinite(x).all())
-
-
-def _qr_spectrum(adapter: Adapter, layer: LoraLayer) -> np.ndarray:
-    f = adapter.factors(layer)
-    return singular_values_qr(f.effective_a(), f.b)

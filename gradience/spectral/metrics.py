@@ -23,8 +23,17 @@ ENERGY_TOLERANCE = 1e-12
 
 
 def energy(s: np.ndarray) -> float:
-    """Frobenius energy E = Σσᵢ² (= ‖ΔW‖²_F)."""
-    return float(np.dot(s, s))
+    """Frobenius energy E = Σσᵢ² (= ‖ΔW‖²_F).
+
+    Summed as σ₁²·Σ(σᵢ/σ₁)², so an update with σ near 1e+150 or 1e-170 gets its energy
+    (or ±inf / 0 when E itself is beyond a double) without overflow in the sum.
+    """
+    top = float(np.max(s)) if s.size else 0.0
+    if top == 0 or not math.isfinite(top):
+        return float(np.dot(s, s))
+    u = s.astype(np.float64) / top
+    with np.errstate(over="ignore", under="ignore"):
+        return float(top * top * np.dot(u, u))
 
 
 def stable_rank(s: np.ndarray) -> float:
