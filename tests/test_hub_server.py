@@ -466,10 +466,31 @@ def test_faults_rate_limit_server_error_latency(hub: LocalHub, tmp_path: Path) -
     assert a.model_info(repo).id == repo
 
     hub.clear_faults()
-    hub.fault(r"/api/whoami-v2", latency=0.4)
+    slow = hub.fault(r"/api/whoami-v2", latency=0.4)
     t0 = time.monotonic()
     a.whoami()
     assert time.monotonic() - t0 >= 0.4
+    assert hub.fault_hits(slow) == 1
+
+
+def test_lfs_files_redirect_to_a_cdn_that_never_sees_the_token(hub: LocalHub, tmp_path: Path) -> None:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    repo = EXAMPLE_REPOS["healthy-r8"]
+    local = (EXAMPLES / "healthy-r8" / WEIGHTS).read_bytes()
+    meta = get_hf_file_metadata(hf_hub_url(repo, WEIGHTS), token=hub.tokens["alice"])
+    # read off the redirect itself: size and sha256 of the LFS file, the commit
+    assert meta.size == len(local) and meta.etag == hashlib.sha256(local).hexdigest()
+    assert meta.location.startswith(f"{hub.cdn_url}/cdn/") and len(meta.commit_hash or "") == 40
+    got = hf_hub_download(repo, WEIGHTS, cache_dir=tmp_path, token=hub.tokens["alice"])
+    assert Path(got).read_bytes() == local  # the CDN answers 400 to a request carrying the token
+    stats = hub.stats()["requests"]
+    assert stats["cdn"]["methods"]["GET"] == 1 and stats["resolve"]["methods"]["HEAD"] >= 1
+    assert hub.bytes_served(repo, WEIGHTS) == len(local)
+    # small regular files are answered by the Hub itself
+    with httpx2.Client(follow_redirects=False) as client:
+        config = client.get(f"{hub.url}/{repo}/resolve/main/adapter_config.json")
+    assert config.status_code == 200 and "Location" not in config.headers
 
 
 def test_truncated_body_is_resumed_with_a_range(hub: LocalHub, tmp_path: Path) -> None:
