@@ -192,3 +192,15 @@ def test_zero_length_reads_send_no_request_and_caps_cover_header_and_config(hub,
     with pytest.raises(TooLargeError) as e:
         gradience.audit(HEALTHY, options=OpenOptions(max_bytes=lora + 100, cache_dir=tmp_path / "fresh"))
     assert e.value.needed > lora + 100 and e.value.param == "max_bytes"
+
+
+def test_reads_on_demand_count_toward_the_same_cap(hub):
+    from gradience.open import open_adapter
+
+    # Enough for config, header and LoRA tensors, not for the 61 MB non-LoRA head.
+    with open_adapter(H.PADDED_REPO, OpenOptions(max_bytes=1_000_000)) as adapter:
+        hub.reset_stats()
+        with pytest.raises(TooLargeError) as e:
+            adapter.read(H.PADDED_LM_HEAD)
+        assert e.value.param == "max_bytes" and e.value.needed > 60_000_000
+    assert hub.bytes_served(H.PADDED_REPO) == 0  # refused before a byte moved
