@@ -359,3 +359,23 @@ def test_two_revisions_of_a_hub_repo_equal_the_local_diff(hub, _fresh_cache, cap
     assert code == 3, err
     data = json.loads(out)
     assert data["config"]["r"] == {"base": 8, "head": 64} and data["flags"]["added"] == ["over_provisioned"]
+
+
+def test_the_module_import_leaves_gradience_diff_callable_and_light():
+    code = (
+        "import sys, gradience.diff, gradience; from gradience.diff import Rules; "
+        "d = gradience.diff(None, 'examples/untrained-r8', rules=Rules(forbid_flags='untrained')); "
+        "print(d.status, d.passed, type(gradience.Rules).__name__)"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["added", "False", "type"]
+    light = "import sys, gradience.diff, gradience.report.markdown; print('numpy' in sys.modules)"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", light], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
