@@ -272,17 +272,28 @@ def _verdict(results: list[AdapterResult], merges: list[dict[str, Any]], fail_on
 
 
 def _annotate(cmds: Commands, results: list[AdapterResult], merges: list[dict[str, Any]]) -> None:
+    """Errors one by one; layer warnings one line per adapter and rule (GitHub shows about ten
+    annotations of a kind per step, and fifty layers of one adapter would hide the rest)."""
     warnings = 0
     for r in results:
+        layer_warnings: dict[str, list[dict[str, Any]]] = {}
         for v in r.violations:
-            where = f" layer {v['layer']}:" if v.get("layer") else ""
-            msg = f"{r.name}:{where} {v['message']}"
             title = f"gradience: {v['rule']}"
             if v["severity"] == "error":
-                cmds.annotate("error", msg, file=r.config_path, title=title)
+                cmds.annotate("error", f"{r.name}: {v['message']}", file=r.config_path, title=title)
+            elif v.get("layer"):
+                layer_warnings.setdefault(v["rule"], []).append(v)
             elif warnings < MAX_WARNINGS:
                 warnings += 1
-                cmds.annotate("warning", msg, file=r.config_path, title=title)
+                cmds.annotate("warning", f"{r.name}: {v['message']}", file=r.config_path, title=title)
+        for rule, vs in layer_warnings.items():
+            if warnings >= MAX_WARNINGS:
+                break
+            warnings += 1
+            first = vs[0]
+            more = f" and {len(vs) - 1} more (see the job summary)" if len(vs) > 1 else ""
+            msg = f"{r.name}: {len(vs)} layer(s) — {first['layer']}: {first['message']}{more}"
+            cmds.annotate("warning", msg, file=r.config_path, title=f"gradience: {rule}")
     for m in merges:
         for v in m["violations"]:
             cmds.annotate(
