@@ -379,3 +379,25 @@ def test_the_module_import_leaves_gradience_diff_callable_and_light():
         ).stdout.strip()
         == "False"
     )
+
+
+def test_invalid_and_untrained_sides_stay_schema_valid_with_null_metrics(tmp_path):
+    rng = np.random.default_rng(3)
+    a, b = planted(rng, 16, 12, 4, np.array([3.0, 1.0]))
+    broken = a.copy()
+    broken[0, 0] = np.nan
+    write_adapter(tmp_path / "bad", {"m.q_proj": (broken, b), "m.v_proj": (a, b)})
+    write_adapter(tmp_path / "zero", {"m.q_proj": (a, 0 * b), "m.v_proj": (a, 0 * b)})
+    rules = Rules(min_utilization=0.5, max_rank_ratio=0.1, forbid_flags="invalid,untrained")
+    d = gradience.diff(tmp_path / "zero", tmp_path / "bad", rules=rules)
+    data = _valid(d.to_dict())
+    assert "invalid" in d.flags_added and d.flags_cleared == ["untrained"]
+    q = next(x for x in data["layers"] if x["name"] == "m.q_proj")
+    assert q["metrics"]["utilization"] == {"base": 0.0, "head": None, "delta": None}
+    assert q["flags"]["added"] == ["invalid"] and q["flags"]["cleared"] == ["untrained"]
+    errors = [(v.rule, v.value) for v in d.violations if v.severity == "error"]
+    assert ("forbid_flags", "invalid") in errors and ("max_rank_ratio", 0.25) in errors
+    # No warning for a layer whose flag the adapter already carries as an error.
+    assert not [v for v in d.violations if v.rule == "forbid_flags" and v.severity == "warning"]
+    back = gradience.diff(tmp_path / "bad", tmp_path / "zero", rules=rules)
+    assert [v.rule for v in back.violations if v.severity == "error"] == ["min_utilization", "forbid_flags"]
