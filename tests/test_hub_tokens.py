@@ -95,3 +95,13 @@ def test_fine_grained_token_writes_only_to_its_repos(hub: LocalHub) -> None:
     assert _status(lambda: fine.upload_file(path_or_fileobj=b"no", path_in_repo=name, repo_id=other)) == 403
     assert _status(lambda: fine.create_discussion(other, title="outside my repos")) == 403
     assert name not in fine.list_repo_files(other)
+
+
+def test_fine_grained_token_reads_private_repos_only_when_listed(hub: LocalHub) -> None:
+    from huggingface_hub.errors import RepositoryNotFoundError
+    from servers.hub import PRIVATE_REPO
+
+    assert _api(hub, ALICE_TOKEN).model_info(PRIVATE_REPO).id == PRIVATE_REPO
+    with pytest.raises(RepositoryNotFoundError):
+        _api(hub, ALICE_FINE_GRAINED_TOKEN).model_info(PRIVATE_REPO)
+    assert _api(hub, ALICE_OAUTH_TOKEN).model_info(PRIVATE_REPO).id == PRIVATE_REPO  # read-repos

@@ -181,15 +181,20 @@ class Accounts:
         account = self.accounts.get(namespace)
         return account is not None and account.type == "org" and user in account.members
 
-    # The three questions every route asks.
-    def can_see(self, repo: Repo, user: str | None) -> bool:
+    # The three questions every route asks. With a token, its scopes count too: a fine-grained
+    # token outside its repos, or an OAuth token without read-repos, reads like nobody.
+    def can_see(self, repo: Repo, user: str | None, token: Token | None = None) -> bool:
+        if repo.private and token is not None and not has_scope(token, "read-repos", repo):
+            return False
         return not repo.private or self.owns_namespace(user, repo.namespace)
 
-    def can_download(self, repo: Repo, user: str | None) -> bool:
-        if not self.can_see(repo, user):
+    def can_download(self, repo: Repo, user: str | None, token: Token | None = None) -> bool:
+        if not self.can_see(repo, user, token):
             return False
         if not repo.gated:
             return True
+        if token is not None and not has_scope(token, "read-repos", repo):
+            return False
         return self.owns_namespace(user, repo.namespace) or (user is not None and user in repo.gated_access)
 
     def can_write(self, repo: Repo, token: Token | None) -> bool:

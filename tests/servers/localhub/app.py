@@ -128,13 +128,13 @@ class HubApp:
 
     def visible_repo(self, req: Request, repo_type: str, repo_id: str) -> Repo:
         repo = self.store.get(repo_type, repo_id)
-        if repo is None or not self.accounts.can_see(repo, req.user):
+        if repo is None or not self.accounts.can_see(repo, req.user, req.token):
             raise self.not_found(req)
         return repo
 
     def downloadable_repo(self, req: Request, repo_type: str, repo_id: str) -> Repo:
         repo = self.visible_repo(req, repo_type, repo_id)
-        if not self.accounts.can_download(repo, req.user):
+        if not self.accounts.can_download(repo, req.user, req.token):
             if req.token is None:
                 msg = (
                     f"Access to {repo_type} {repo.id} is restricted. You must have access to it "
