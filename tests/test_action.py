@@ -375,10 +375,35 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, gh):
     assert bad_token.code == 2 and "401" in bad_token.stderr and "Bad credentials" in bad_token.stderr
     assert "ghs_not_a_real_token" not in bad_token.stderr
     assert len(bad_token.stderr.strip().splitlines()) == 1
-    bad_flag = pr.run("--fail-on", "sometimes")
-    assert bad_flag.code == 2 and "fail-on must be one of none, warning, error" in bad_flag.stderr
-    wrong_event = pr.run(event="push")
-    assert wrong_event.code == 2 and "pull_request" in wrong_event.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--fail-on", "sometimes"], {}, "fail-on must be one of none, warning, error"),
+        (["--forbid-flags", "wobbly"], {}, "unknown flag 'wobbly'"),
+        ([], {"INPUT_MIN_UTILIZATION": "lots"}, "min-utilization must be a number"),
+        (["--comment-scope", "two words"], {}, "comment-scope must be"),
+        ([], {"GITHUB_EVENT_NAME": "push"}, "runs on pull_request or pull_request_target events"),
+        ([], {"GITHUB_EVENT_PATH": "/nonexistent/event.json"}, "cannot read the event payload"),
+    ],
+)
+def test_bad_settings_and_events_are_one_line_errors(tmp_path, monkeypatch, capsys, args, env, message):
+    from gradience.cli.main import main
+
+    event = tmp_path / "event.json"
+    event.write_text(
+        json.dumps({"pull_request": {"number": 1, "head": {"sha": "a" * 40}, "base": {"sha": "b" * 40}}})
+    )
+    for k in [k for k in os.environ if k.startswith(("GITHUB_", "INPUT_"))]:
+        monkeypatch.delenv(k)
+    base = {"GITHUB_EVENT_PATH": str(event), "GITHUB_EVENT_NAME": "pull_request", "GITHUB_REPOSITORY": REPO,
+            "GITHUB_WORKSPACE": str(tmp_path), "RUNNER_TEMP": str(tmp_path)}  # fmt: skip
+    for k, v in {**base, **env}.items():
+        monkeypatch.setenv(k, v)
+    assert main(["action", "run", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_workflow_run_comments_for_a_fork_after_checking_the_head(tmp_path, gh):
