@@ -27,7 +27,7 @@ pytest.importorskip("duckdb")
 from gradience.ecosystem.dataset import read_table
 
 CAP = 70_000  # --max-bytes: r=32 F32 adapters with MLP layers (98 KB of LoRA) are too large
-SEEDED = 120  # repos; every tenth is a base model, plus the edge cases
+SEEDED = 90  # repos; every tenth is a base model, plus the edge cases
 
 
 @pytest.fixture(scope="module")
@@ -140,19 +140,6 @@ def test_every_adapter_gets_its_planted_status_and_utilisation(scale_hub, clean)
     # redirect plus a CDN request).
     assert summary["requests_per_adapter"] <= 8
     assert summary["audited"] == len(rows)
-
-
-def test_a_rerun_with_nothing_changed_audits_nothing(scale_hub, clean, tmp_path):
-    hub, _ = scale_hub
-    out = tmp_path / "eco"
-    shutil.copytree(clean[0], out)
-    hub.reset_stats()
-    summary = _crawl(hub, out)
-    assert summary["audited"] == 0 and summary["due"] == 0
-    assert hub.request_count("resolve") == 0 and hub.request_count("repo-info") == 0
-    assert _without(read_table(out, "adapters"), "audited_at") == _without(
-        read_table(clean[0], "adapters"), "audited_at"
-    )
 
 
 def _audited_rows(state: Path) -> int:
@@ -281,7 +268,8 @@ def test_a_second_crawl_reaudits_only_the_repos_that_changed(scale_hub, clean, t
     changed_repos = {c["repo_id"] for c in changes}
     hub.reset_stats()
     summary = _crawl(hub, out)
-    # Both checkpoints of the changed repo are re-audited (its commit moved), nothing else.
+    # Both checkpoints of the changed repo are re-audited (its commit moved), nothing else: no
+    # other repo's files are read, and the unchanged rows are identical.
     assert summary["audited"] == len([k for k in before if k[0] in changed_repos]) == 4
     assert {f["repo_id"] for f in hub.stats()["files"]} == changed_repos
     after = {(r["repo_id"], r["subfolder"]): r for r in read_table(out, "adapters")}
@@ -328,13 +316,13 @@ def test_listing_cursors_survive_repos_added_mid_listing(scale_hub, sort):
 
     hub, manifest = scale_hub
     api = HfApi(endpoint=hub.url, token=False)
-    listing = api.list_models(
-        filter="peft", sort=sort, expand=["sha", "lastModified", "tags", "library_name"]
-    )
-    seen = [next(listing).id for _ in range(60)]  # two pages in: the client holds a cursor now
-    ns = f"late{sort or 'none'}".replace("_", "")
-    added = hub.seed_scale(30, namespace=ns, seed=9, edge_cases=False)
-    rest = list(listing)
+    expand = ["sha", "lastModified", "tags", "library_name"]
+    with hub.configured(page_size=20):
+        listing = api.list_models(filter="peft", sort=sort, expand=expand)
+        seen = [next(listing).id for _ in range(30)]  # two pages in: the client holds a cursor now
+        ns = f"late{sort or 'none'}".replace("_", "")
+        added = hub.seed_scale(30, namespace=ns, seed=9, edge_cases=False)
+        rest = list(listing)
     ids = seen + [m.id for m in rest]
     assert len(ids) == len(set(ids))  # nothing repeated
     before = {a["repo_id"] for a in manifest["adapters"] if a["expect"] != "hidden"}

@@ -239,3 +239,47 @@ def test_concurrent_publishers_cannot_overwrite_each_other(hub, dataset, tmp_pat
     lost = [r for r in results if isinstance(r, E.HubTransferError)]
     assert len(won) == 1 and len(lost) == 1 and won[0]["parent"] == base
     assert _head(repo)[0] == won[0]["commit"]
+
+
+def test_fan_out_on_jobs_equals_one_crawl_and_publishes_once(hub, tmp_path):
+    """N labelled jobs each crawl a shard and stage it; one merge-and-publish commit follows."""
+    from huggingface_hub import HfApi
+
+    env = dict(os.environ, HF_TOKEN=hub.tokens["alice"])
+    repo = "alice/ecosystem-fanout"
+    single = tmp_path / "single"
+    p = subprocess.run(
+        [sys.executable, "-m", "gradience", "crawl", "--out", str(single), "--quiet", "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    fanned = tmp_path / "fanned"
+    p = subprocess.run(
+        [sys.executable, "-m", "gradience", "crawl", "--out", str(fanned), "--fan-out", "2", "--on", "hf-jobs",
+         "--publish", repo, "--job-timeout", "600", "--json"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout)
+    api = HfApi(token=hub.tokens["alice"])
+    jobs = [api.inspect_job(job_id=j) for j in result["jobs"]]
+    assert sorted(j.labels["shard"] for j in jobs) == ["0-of-2", "1-of-2"]
+    assert all(j.status.stage == "COMPLETED" and j.labels["run"] == result["run_id"] for j in jobs)
+    # Merged rows equal the single-machine crawl's (audit times aside), layer order included.
+    assert _without_time(read_table(fanned, "adapters")) == _without_time(read_table(single, "adapters"))
+    assert read_table(fanned, "layers") == read_table(single, "layers")
+    # Published once, staging cleaned up in the same commit.
+    sha, files = _head(repo)
+    assert sha == result["published"]["commit"]
+    assert (
+        not any(f.startswith("staging/") for f in files) and "adapters/train-00000-of-00001.parquet" in files
+    )
+    titles = [c.title for c in api.list_repo_commits(repo, repo_type="dataset")]
+    assert (
+        titles[0].startswith("Update the ecosystem dataset")
+        and sum(t.startswith("Stage shard") for t in titles) == 2
+    )
+
+
+def _without_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "audited_at"} for r in rows]

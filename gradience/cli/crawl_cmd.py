@@ -55,6 +55,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--publish", metavar="REPO_ID", help="then publish the folder to this Hub dataset repo (one commit)"
     )
+    g = p.add_argument_group("past one machine")
+    g.add_argument("--fan-out", dest="fan_out", type=positive_int, metavar="N",
+                   help="launch N jobs that each crawl a shard, then merge and publish (needs --on and --publish)")  # fmt: skip
+    g.add_argument("--on", choices=["hf-jobs"], help="where --fan-out runs its jobs")
+    g.add_argument("--job-image", dest="job_image", help="image for the jobs (default: the uv image)")
+    g.add_argument(
+        "--job-flavor", dest="job_flavor", help="hardware flavor for the jobs (default: cpu-basic)"
+    )
+    g.add_argument("--job-timeout", dest="job_timeout", type=positive_int, default=6 * 3600,
+                   help="seconds each job may run (default 21600)")  # fmt: skip
+    g.add_argument("--upload-shard", dest="upload_shard", metavar="REPO_ID", help=argparse.SUPPRESS)
+    g.add_argument("--run-id", dest="run_id", help=argparse.SUPPRESS)
     p.add_argument("--jobs-db", dest="jobs_db", type=Path, help="status: the scheduler's job store (SQLite)")
     p.add_argument("--json", action="store_true", help="the run summary (or status) as JSON on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
@@ -71,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     if args.publish and shard is not None:
         raise UsageError("a shard holds part of the dataset: publish after merging the shards", param="shard")
+    if args.fan_out is not None:
+        return _fan_out(args)
+    if args.upload_shard and (shard is None or not args.run_id):
+        raise UsageError("uploading a shard needs the shard and the crawl's run id", param="shard")
     config = CrawlConfig(
         out=args.out,
         token=args.token,
@@ -86,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
         config.max_bytes = args.max_bytes
     if args.max_bin_bytes:
         config.max_bin_bytes = args.max_bin_bytes
+    config.repo_id = args.publish
     summary = run_crawl(config, progress=not args.quiet)
+    if args.upload_shard:
+        from gradience.ecosystem.fanout import upload_shard
+
+        summary["staged"] = upload_shard(args.out, args.upload_shard, args.run_id, shard, token=args.token)
     if args.publish:
         from gradience.ecosystem.publish import publish
 
@@ -104,6 +125,46 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"dataset: {args.out}"
             + (f" → published {summary['published']['commit']}" if args.publish else "")
+        )
+    return 0
+
+
+def _fan_out(args: argparse.Namespace) -> int:
+    from gradience.ecosystem.fanout import fan_out
+    from gradience.errors import UsageError
+
+    if args.on != "hf-jobs" or not args.publish:
+        raise UsageError("--fan-out needs --on hf-jobs and --publish REPO_ID", param="fan_out")
+    if args.shard:
+        raise UsageError("--fan-out makes its own shards; drop --shard", param="shard")
+    passthrough = [
+        "--passes",
+        args.passes,
+        "--concurrency",
+        str(args.concurrency),
+        "--timeout",
+        str(args.timeout),
+    ]
+    if args.max_bytes:
+        passthrough += ["--max-bytes", str(args.max_bytes)]
+    if args.max_bin_bytes:
+        passthrough += ["--max-bin-bytes", str(args.max_bin_bytes)]
+    result = fan_out(
+        args.fan_out,
+        args.publish,
+        args.out,
+        token=args.token,
+        crawl_args=passthrough,
+        image=args.job_image,
+        flavor=args.job_flavor,
+        timeout_s=args.job_timeout,
+        poll_interval=1.0,
+    )
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"fan-out: {len(result['jobs'])} jobs, {result['rows']} rows → published {result['published']['commit']}"
         )
     return 0
 

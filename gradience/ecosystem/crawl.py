@@ -49,6 +49,7 @@ class CrawlConfig:
     shard: tuple[int, int] | None = None
     limit: int | None = None
     write_dataset: bool = True
+    repo_id: str | None = None  # where the dataset is published (for the card's examples)
 
     @property
     def state_path(self) -> Path:
@@ -239,7 +240,7 @@ def run_crawl(
         if config.write_dataset:
             from gradience.ecosystem.dataset import write_dataset
 
-            summary["dataset"] = str(write_dataset(state, config.out))
+            summary["dataset"] = str(write_dataset(state, config.out, repo_id=config.repo_id))
         failed = sum(n for s, n in statuses.items() if s == "transient_error")
         state.finish_run(run_id, discovered=len(found), audited=len(results), failed=failed)
         return summary

@@ -49,8 +49,10 @@ def write_tables(
     return out
 
 
-def write_dataset(state: CrawlState, out: Path) -> Path:
-    """Write ``out/README.md`` and the two tables from the state; returns ``out``."""
+def write_dataset(state: CrawlState, out: Path, *, repo_id: str | None = None) -> Path:
+    """Write ``out/README.md`` and the two tables from the state; returns ``out``.
+
+    ``repo_id`` (where it will be published) goes into the card's example queries."""
     from gradience.ecosystem.card import render_card
 
     adapters: list[dict[str, Any]] = []
@@ -61,7 +63,9 @@ def write_dataset(state: CrawlState, out: Path) -> Path:
     staging = out / ".crawl" / "staging"
     shutil.rmtree(staging, ignore_errors=True)
     write_tables(adapters, layers, staging)
-    (staging / "README.md").write_text(render_card(staging, runs=state.runs(20)), encoding="utf-8")
+    (staging / "README.md").write_text(
+        render_card(staging, runs=state.runs(20), repo_id=repo_id or "<user>/<dataset>"), encoding="utf-8"
+    )
     publish_folder(staging, out)
     shutil.rmtree(staging, ignore_errors=True)
     return out

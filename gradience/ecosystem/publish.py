@@ -17,9 +17,17 @@ TABLE_DIRS = ("adapters", "layers")
 
 
 def publish(
-    folder: Path, repo_id: str, *, token: str | bool | None = None, message: str | None = None
+    folder: Path,
+    repo_id: str,
+    *,
+    token: str | bool | None = None,
+    message: str | None = None,
+    delete_prefix: str | None = None,
 ) -> dict[str, Any]:
     """Commit ``folder``'s card and parquet files to the dataset repo; returns the new commit.
+
+    ``delete_prefix`` also deletes every remote file under it in the same commit (a fan-out's
+    staged shards: merged and cleaned up at once).
 
     Raises:
         UsageError: the folder is not a dataset folder.
@@ -48,7 +56,8 @@ def publish(
         stale = [
             f
             for f in remote
-            if f.split("/", 1)[0] in TABLE_DIRS and f.endswith(".parquet") and f not in files
+            if (f.split("/", 1)[0] in TABLE_DIRS and f.endswith(".parquet") and f not in files)
+            or (delete_prefix and f.startswith(delete_prefix))
         ]
         ops: list[Any] = [
             CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in ["README.md", *files]
