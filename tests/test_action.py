@@ -344,6 +344,25 @@ def test_only_its_own_comment_of_its_own_scope_is_edited(tmp_path, gh):
     assert [c.login for c in pr.comments()].count("octo-reviewer") == 1
 
 
+def test_merge_pairs_and_a_pull_request_without_adapters(tmp_path, gh):
+    pr = PR(tmp_path, gh)
+    put(pr.repo, "a", "merge-conflict-a")
+    put(pr.repo, "b", "merge-conflict-b")
+    base = commit(pr.repo, "two adapters")
+    (pr.repo / "README.md").write_text("no adapter changes here\n")
+    pr.open(base, commit(pr.repo, "docs"))
+    run = pr.run("--merge-pairs", "a:b")
+    assert run.code == 0 and run.report["adapters"] == []
+    (pair,) = run.report["merge_pairs"]
+    assert (
+        pair["aggregate"]["overall_verdict"] == "CONFLICTING"
+        and pair["violations"][0]["severity"] == "warning"
+    )
+    assert "::warning file=a/adapter_config.json" in run.stdout and "CONFLICTING" in run.summary
+    # nothing changed: no comment is started (an earlier one would be updated)
+    assert run.report["comment"]["mode"] == "skipped" and pr.comments() == []
+
+
 def test_pull_request_target_with_a_fork_head_does_not_comment(tmp_path, gh):
     pr = PR(tmp_path, gh, head_repo=FORK)
     base = commit(pr.repo, "empty")
