@@ -401,3 +401,13 @@ def test_invalid_and_untrained_sides_stay_schema_valid_with_null_metrics(tmp_pat
     assert not [v for v in d.violations if v.rule == "forbid_flags" and v.severity == "warning"]
     back = gradience.diff(tmp_path / "bad", tmp_path / "zero", rules=rules)
     assert [v.rule for v in back.violations if v.severity == "error"] == ["min_utilization", "forbid_flags"]
+
+
+def test_hub_options_reach_both_sides(hub, _fresh_cache, capsys):
+    """A private repo needs the token on the command line; without it, one line and exit 2."""
+    private, public = H.PRIVATE_REPO, H.EXAMPLE_REPOS["merge-conflict-a"]
+    code, out, err = _run(capsys, public, private, "--json", "--token", H.ALICE_TOKEN)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "unchanged"  # the private repo holds the same adapter
+    code, out, err = _run(capsys, public, private, "--token", H.CAROL_TOKEN)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--token" in err

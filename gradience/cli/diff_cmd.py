@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gradience.cli._common import add_hub_options, hub_options, print_json, progress
+from gradience.cli._common import add_hub_options, open_options, print_json, progress
 
 #: Exit code when the head breaks an error-level rule (documented in docs/diff.md).
 EXIT_RULES = 3
@@ -77,10 +77,8 @@ def rules_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from gradience.diff import diff
     from gradience.errors import UsageError
-    from gradience.open import OpenOptions
 
-    hub = hub_options(args)
-    if "revision" in hub:
+    if args.revision is not None:
         raise UsageError(
             "the two sides usually differ in revision: write each in its reference (user/repo@REV)",
             param="revision",
@@ -89,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     base = None if args.base == ABSENT else args.base
     head = None if args.head == ABSENT else args.head
     with progress("downloading", enabled=not args.quiet, unit="bytes") as dl:
-        result = diff(base, head, options=OpenOptions(progress=dl).replace(**hub), policy=args.policy,
+        result = diff(base, head, options=open_options(args, progress=dl), policy=args.policy,
                       rules=rules)  # fmt: skip
     data = result.to_dict()
     if args.markdown:
