@@ -67,14 +67,18 @@ SET_URL_JS = """(report) => {
   const s = (report && report.source) || {};
   const u = new URL(window.location.href);
   for (const k of ['repo', 'revision', 'subfolder']) u.searchParams.delete(k);
+  const q = [];
+  const add = (k, v) => q.push(k + '=' + encodeURIComponent(v).replace(/%2F/g, '/').replace(/%40/g, '@'));
   if (s.kind === 'hub' && s.repo) {
-    u.searchParams.set('repo', s.repo);
-    if (s.revision && s.revision !== 'main') u.searchParams.set('revision', s.revision);
-    if (s.subfolder) u.searchParams.set('subfolder', s.subfolder);
+    add('repo', s.repo);
+    if (s.revision && s.revision !== 'main') add('revision', s.revision);
+    if (s.subfolder) add('subfolder', s.subfolder);
   } else if (s.kind === 'example') {
-    u.searchParams.set('repo', s.name);
+    add('repo', s.name);
   }
-  window.history.replaceState(null, '', u.toString());
+  const rest = u.searchParams.toString();
+  if (rest) q.push(rest);
+  window.history.replaceState(null, '', u.pathname + (q.length ? '?' + q.join('&') : '') + u.hash);
   return [];
 }"""
 
@@ -115,7 +119,7 @@ def _clear_audit() -> tuple[Any, ...]:
         "",  # badge code
         "",  # badge note
         "",  # PR message
-        None,  # compressed file
+        gr.update(value=None, visible=False),  # compressed file
         "",  # compress summary
     )
 
@@ -190,7 +194,7 @@ def _clear_merge() -> tuple[Any, ...]:
         None,  # table
         "",  # heatmap
         gr.update(visible=False, value=False),  # severe confirmation
-        None,  # merged file
+        gr.update(value=None, visible=False),  # merged file
         "",  # merge summary
     )
 
@@ -227,6 +231,14 @@ def _check_merge(report: dict[str, Any] | None, repos: str, files: list[str] | N
             "the merge audit rates this merge severe risk: tick the confirmation box to merge anyway",
             title="Confirm the merge",
         )
+
+
+def _hidden_file() -> tuple[Any, str]:
+    return gr.update(value=None, visible=False), ""
+
+
+def _shown() -> Any:
+    return gr.update(visible=True)
 
 
 def _login_available() -> bool:
@@ -274,7 +286,10 @@ def build() -> gr.Blocks:
                 )
             with gr.Column(visible=False) as results:
                 summary = gr.HTML(elem_id="audit-summary")
-                copy_link = gr.Button("Copy link to this audit", size="sm", elem_id="copy-link")
+                with gr.Row():
+                    copy_link = gr.Button(
+                        "Copy link to this audit", size="sm", elem_id="copy-link", scale=0, min_width=200
+                    )
                 with gr.Row():
                     with gr.Column():
                         layer = gr.Dropdown(label="Layer", choices=[], interactive=True, elem_id="layer-pick")
@@ -285,7 +300,6 @@ def build() -> gr.Blocks:
                     elem_id="layer-table",
                     interactive=False,
                     max_height=420,
-                    wrap=True,
                 )
                 with gr.Row():
                     rank_code = gr.Code(
@@ -310,7 +324,7 @@ def build() -> gr.Blocks:
                 c_per_layer = gr.Checkbox(label="A rank per layer", value=False)
             c_btn = gr.Button("Compress", variant="primary")
             c_md = gr.Markdown(elem_id="compress-summary")
-            c_file = gr.File(label="Compressed adapter (.zip)")
+            c_file = gr.File(label="Compressed adapter (.zip)", visible=False)
         with gr.Tab("Merge audit", id="merge"):
             gr.Markdown("Will two adapters fight when merged? Compare them layer by layer, then merge.")
             with gr.Row():
@@ -344,7 +358,7 @@ def build() -> gr.Blocks:
                         )
                         merge_btn = gr.Button("Merge", elem_id="merge-btn")
                 merge_md = gr.Markdown(elem_id="merge-result")
-                merge_file = gr.File(label="Merged adapter (.zip)")
+                merge_file = gr.File(label="Merged adapter (.zip)", visible=False)
         with gr.Tab("Badge", id="badge"):
             gr.Markdown(
                 "A badge for a **Hub** adapter's model card, showing its utilisation and recommended "
@@ -413,13 +427,13 @@ def build() -> gr.Blocks:
         )
 
         # -- compress ---------------------------------------------------------------------------------
-        c_btn.click(lambda: (None, ""), None, [c_file, c_md], api_visibility="private").then(
+        c_btn.click(_hidden_file, None, [c_file, c_md], api_visibility="private").then(
             compress,
             [c_repo, c_revision, c_subfolder, c_files, c_rank, c_policy, c_per_layer],
             [c_file, c_md],
             api_name="compress",
             concurrency_id="work",
-        )
+        ).success(_shown, None, c_file, api_visibility="private")
         c_files.upload(
             lambda: ("", "", ""), None, [c_repo, c_revision, c_subfolder], api_visibility="private"
         )
@@ -447,10 +461,10 @@ def build() -> gr.Blocks:
             ev(_clear_merge, None, m_clear, api_visibility="private")
         merge_btn.click(
             _check_merge, [m_state, m_repos, m_files, m_confirm], None, api_visibility="private"
-        ).success(lambda: (None, ""), None, [merge_file, merge_md], api_visibility="private").then(
+        ).success(_hidden_file, None, [merge_file, merge_md], api_visibility="private").then(
             merge, [m_repos, m_files, m_strategy, m_plan], [merge_file, merge_md], api_name="merge",
             concurrency_id="work",
-        )  # fmt: skip
+        ).success(_shown, None, merge_file, api_visibility="private")  # fmt: skip
 
         # -- badge ------------------------------------------------------------------------------------
         b_repo.input(lambda: ("", "", ""), None, [b_code, b_note, pr_md], api_visibility="private")

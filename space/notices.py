@@ -4,6 +4,7 @@ about an error in the page (sign in, give a subfolder) is added here."""
 
 from __future__ import annotations
 
+import html
 import tempfile
 from collections.abc import Mapping
 
@@ -41,8 +42,13 @@ _TITLES: tuple[tuple[type[E.GradienceError], str, str], ...] = (
 
 
 def err(message: str, title: str = "Error") -> gr.Error:
-    """A message for the visitor; no server-side traceback, since nothing went wrong in the app."""
-    return gr.Error(message[:1].upper() + message[1:], title=title, print_exception=False)
+    """A message for the visitor; no server-side traceback, since nothing went wrong in the app.
+
+    The title also opens the message: gradio's toast shows only "Error" as its heading. The
+    text is escaped, since the toast renders HTML and messages quote what visitors typed.
+    """
+    text = f"{title}: {message[:1].upper()}{message[1:]}"
+    return gr.Error(html.escape(text, quote=False), title=title, print_exception=False)
 
 
 def title_for(e: E.GradienceError) -> tuple[str, str]:

@@ -27,6 +27,7 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def _figure(width: float, height: float) -> Any:
+    """A figure sized so its text stays legible when the page shrinks it to a phone's width."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
@@ -70,7 +71,7 @@ def spectrum(row: dict[str, Any] | None) -> str:
         return f'<p class="g-empty">No spectrum to draw: {why}.</p>'
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(7, 3.0)
+    fig = _figure(6, 3.2)
     ax = fig.add_subplot()
     ax.bar(range(1, len(kept) + 1), kept, color="#7c6cf0", width=0.8)
     ax.set_yscale("log")
@@ -84,10 +85,10 @@ def spectrum(row: dict[str, Any] | None) -> str:
     util = row.get("utilization")
     util_s = f"{util:.0%}" if isinstance(util, float) and math.isfinite(util) else "n/a"
     layer, module = split_name(row["name"])
-    ax.set_title(f"layer {layer} · {module}   r={row.get('r')}, utilisation {util_s}", fontsize=10)
+    ax.set_title(f"layer {layer} · {module}   r={row.get('r')}, utilisation {util_s}", fontsize=12)
     _ink(ax)
     if ax.get_legend_handles_labels()[0]:
-        legend = ax.legend(fontsize=8, loc="upper right", frameon=False)
+        legend = ax.legend(fontsize=10, loc="upper right", frameon=False)
         for t in legend.get_texts():
             t.set_color(_INK)
     return _svg(fig, f"singular values of {row['name']}")
@@ -110,7 +111,7 @@ def heatmap(values: dict[str, float | None], title: str, *, label: str, fmt: str
     grid = [[cells.get((lay, mod), math.nan) for mod in modules] for lay in layers]
     vmax = max(cells.values())
     vmin = min(0.0, min(cells.values()))
-    fig = _figure(7, max(2.2, 0.34 * len(layers) + 1.3))
+    fig = _figure(6, max(2.6, min(12.0, 0.4 * len(layers) + 1.6)))
     ax = fig.add_subplot()
     im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1)
     if len(layers) * len(modules) <= 400:
@@ -120,12 +121,12 @@ def heatmap(values: dict[str, float | None], title: str, *, label: str, fmt: str
                 if math.isfinite(v):
                     r, g, b, _ = cmap(norm(v))
                     dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.55
-                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
+                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=9,
                             color="white" if dark else "black")  # fmt: skip
-    ax.set_xticks(range(len(modules)), modules, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(layers)), layers, fontsize=8)
+    ax.set_xticks(range(len(modules)), modules, rotation=30, ha="right", fontsize=10)
+    ax.set_yticks(range(len(layers)), layers, fontsize=10 if len(layers) <= 40 else 6)
     ax.set_ylabel("layer")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=12)
     _ink(ax)
     bar = fig.colorbar(im, ax=ax)
     bar.set_label(label, color=_INK)

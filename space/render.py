@@ -103,10 +103,10 @@ def layer_table(report: dict[str, Any]) -> Any:
         rows.append({
             "layer": layer,
             "module": module,
-            "type": r.get("module_type"),
-            "r": r.get("r"),
             "util.": None if r.get("utilization") is None else round(r["utilization"], 3),
             "rec. r": per_layer.get(r["name"]),
+            "r": r.get("r"),
+            "type": r.get("module_type"),
             "stable rank": None if r.get("stable_rank") is None else round(r["stable_rank"], 2),
             "flags": ", ".join(r.get("flags") or []),
         })  # fmt: skip
