@@ -174,6 +174,14 @@ def test_real_adapter_and_its_compressed_variants_against_dense_svd(corpus_dir, 
     assert all(x["r"]["head"] <= x["r"]["base"] for x in d["layers"])
 
 
+def test_example_and_its_per_layer_compression_every_layer_against_dense_svd(tmp_path):
+    gradience.compress(EXAMPLES / "overprovisioned-r64", tmp_path / "small", per_layer=True)
+    d = _check_against_oracle(EXAMPLES / "overprovisioned-r64", tmp_path / "small")
+    rec = gradience.audit(EXAMPLES / "overprovisioned-r64").recommendation
+    assert {x["name"]: x["r"]["head"] for x in d["layers"]} == rec.per_layer
+    assert d["flags"]["cleared"] == ["over_provisioned"]
+
+
 def test_trained_from_untrained_and_identical_copies(tmp_path):
     d = _check_against_oracle(EXAMPLES / "untrained-r8", EXAMPLES / "healthy-r8")
     assert d["flags"]["cleared"] == ["untrained"] and d["flags"]["added"] == []
