@@ -298,6 +298,7 @@ def test_a_shard_crawls_exactly_its_part_of_the_repos(scale_hub, clean, tmp_path
     (["--shard", "3/2"], "shard"),
     (["--passes", "everything"], "unknown discovery pass"),
     (["--shard", "0/2", "--publish", "me/x"], "publish after merging"),
+    (["--fan-out", "2", "--publish", "me/x"], "--on hf-jobs"),
 ])  # fmt: skip
 def test_bad_crawl_arguments_are_one_line_errors(tmp_path, args, message):
     p = subprocess.run(
@@ -305,6 +306,15 @@ def test_bad_crawl_arguments_are_one_line_errors(tmp_path, args, message):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and message in p.stderr
+
+
+@pytest.mark.parametrize("dataset", ["/no/such/folder", "not a repo id"])
+def test_a_dataset_that_is_neither_folder_nor_repo_is_a_one_line_error(dataset):
+    p = subprocess.run(
+        [sys.executable, "-m", "gradience", "ecosystem", "stats", "--dataset", dataset],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "neither a dataset folder" in p.stderr
 
 
 # -- the local Hub at scale ---------------------------------------------------------------------------

@@ -10,7 +10,9 @@ Modules, one job each:
 - ``schema`` / ``dataset``: the parquet tables' Arrow schema and the dataset folder;
 - ``stats`` / ``card``: the study's tables from the parquet (DuckDB) and the dataset card;
 - ``percentile``: where one adapter stands among all, same r and same family;
-- ``publish``: one atomic commit per crawl to a Hub dataset repo.
+- ``publish``: one atomic commit per crawl to a Hub dataset repo;
+- ``fanout``: shards crawled on HF Jobs, merged and published in one commit;
+- ``status``: ``gradience crawl status`` from the state and the scheduler's job store.
 
 Nothing here is imported by ``import gradience``; pyarrow, DuckDB and huggingface_hub load
 only when a crawl or a query runs (the ``bot`` extra installs them).

@@ -197,13 +197,21 @@ def run_crawl(
     t0 = time.monotonic()
     try:
         api = HfApi(token=config.token)
-        found = discover(
-            api,
-            config.passes,
-            per_pass=config.per_pass,
-            since=state.get_meta("recent_watermark"),
-            keep=lambda rid: in_shard(rid, config.shard),
-        )
+        try:
+            found = discover(
+                api,
+                config.passes,
+                per_pass=config.per_pass,
+                since=state.get_meta("recent_watermark"),
+                keep=lambda rid: in_shard(rid, config.shard),
+            )
+        except Exception as e:  # a listing the Hub kept refusing: one typed error, state untouched
+            from gradience.hub.errors import translate
+
+            translated = translate(e, "(listing)", "model listing")
+            if translated is None:
+                raise
+            raise translated from e
         state.upsert(
             found.values(),
             full_listing="all" in config.passes,

@@ -62,7 +62,7 @@ def fan_out(
     from gradience.ecosystem.publish import publish
 
     if n < 1:
-        raise UsageError("--fan-out needs at least one job", param="fan_out")
+        raise UsageError("a fan-out needs at least one job", param="fan_out")
     from huggingface_hub import get_token
 
     api = HfApi(token=token)

@@ -13,6 +13,7 @@ spelled out here and in ``docs/ecosystem.md``:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,8 @@ def resolve_dataset(spec: str, *, token: str | bool | None = None, cache_dir: Pa
     local = Path(spec)
     if local.is_dir():
         return local
-    if local.exists() or spec.count("/") != 1:
-        raise UsageError(
-            f"--dataset {spec!r} is neither a dataset folder nor a Hub dataset repo id", param="dataset"
-        )
+    if local.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        raise UsageError(f"{spec!r} is neither a dataset folder nor a Hub dataset repo id", param="dataset")
     from huggingface_hub import snapshot_download
 
     from gradience.hub.errors import translate

@@ -21,7 +21,7 @@ def crawl_status(out: Path, *, jobs_db: Path | None = None) -> dict[str, Any]:
 
     state_path = out / ".crawl" / "state.sqlite"
     if not state_path.is_file():
-        raise UsageError(f"no crawl state in {out} (run `gradience crawl --out {out}` first)", param="out")
+        raise UsageError(f"no crawl state in {out}: nothing has been crawled into it yet", param="out")
     state = CrawlState(state_path)
     try:
         runs = state.runs(10)
