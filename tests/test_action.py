@@ -71,11 +71,18 @@ def commit(repo: Path, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-def pr_files(repo: Path, base: str, head: str) -> list[dict]:
+def pr_files(repo: Path, base: str, head: str, *, renames: bool = False) -> list[dict]:
     """The pull request's file list as GitHub reports it, from git itself."""
-    out = git(repo, "diff", "--name-status", "--no-renames", f"{base}...{head}")
+    out = git(repo, "diff", "--name-status", "-M" if renames else "--no-renames", f"{base}...{head}")
     words = {"A": "added", "M": "modified", "D": "removed"}
-    return [{"filename": line.split("\t")[1], "status": words[line[0]]} for line in out.splitlines()]
+    files = []
+    for line in out.splitlines():
+        code, *paths = line.split("\t")
+        if code.startswith("R"):
+            files.append({"filename": paths[1], "status": "renamed", "previous_filename": paths[0]})
+        else:
+            files.append({"filename": paths[0], "status": words[code[0]]})
+    return files
 
 
 @dataclass
@@ -104,9 +111,9 @@ class PR:
         self.head = ""
         self.runs = 0
 
-    def open(self, base: str, head: str) -> None:
+    def open(self, base: str, head: str, *, renames: bool = False) -> None:
         self.base, self.head = base, head
-        files = pr_files(self.repo, base, head)
+        files = pr_files(self.repo, base, head, renames=renames)
         self.gh.add_pull(REPO, self.number, head_sha=head, base_sha=base, files=files,
                          head_repo=None if self.head_repo == REPO else self.head_repo)  # fmt: skip
         self.action = "opened"
@@ -361,6 +368,28 @@ def test_merge_pairs_and_a_pull_request_without_adapters(tmp_path, gh):
     assert "::warning file=a/adapter_config.json" in run.stdout and "CONFLICTING" in run.summary
     # nothing changed: no comment is started (an earlier one would be updated)
     assert run.report["comment"]["mode"] == "skipped" and pr.comments() == []
+
+
+def test_an_adapter_at_the_root_and_a_renamed_folder(tmp_path, gh):
+    pr = PR(tmp_path, gh)
+
+    def put_root(example: str) -> None:
+        for f in (EXAMPLES / example).iterdir():
+            shutil.copyfile(f, pr.repo / f.name)
+
+    put_root("untrained-r8")
+    put(pr.repo, "old place", "healthy-r8")
+    base = commit(pr.repo, "base")
+    put_root("healthy-r8")
+    git(pr.repo, "mv", "old place", "new place")
+    pr.open(base, commit(pr.repo, "train the root adapter, move the other"), renames=True)
+    assert any(f["status"] == "renamed" for f in gh.state.repos[REPO.lower()].pulls[pr.number].files)
+    run = pr.run("--forbid-flags", "untrained", "--comment", "off")
+    assert run.code == 0, run.stderr
+    assert {a["name"]: a["status"] for a in run.report["adapters"]} == {
+        ".": "changed", "old place": "removed", "new place": "added"}  # fmt: skip
+    root = by_name(run)["."]
+    assert root["config_path"] == "adapter_config.json" and root["diff"]["flags"]["cleared"] == ["untrained"]
 
 
 def test_pull_request_target_with_a_fork_head_does_not_comment(tmp_path, gh):

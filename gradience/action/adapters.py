@@ -40,6 +40,11 @@ def _folder(path: str) -> str:
     return posixpath.dirname(path) or "."
 
 
+def config_path(folder: str) -> str:
+    """The ``adapter_config.json`` an annotation points at (``adapter_config.json`` at the root)."""
+    return posixpath.normpath(posixpath.join(folder, CONFIG))
+
+
 def touched_folders(files: Iterable[ChangedFile]) -> list[str]:
     """Folders whose adapter files the pull request adds, changes, renames or deletes, in the
     order they first appear (a rename touches both its old and its new folder)."""

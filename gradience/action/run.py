@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from gradience.action.adapters import GitRepo, glob_folders, touched_folders
+from gradience.action.adapters import GitRepo, config_path, glob_folders, touched_folders
 from gradience.action.compare import AdapterResult, compare
 from gradience.action.render import Context, comment, summary
 from gradience.action.runner import Commands, PullRequest, Runner
@@ -27,6 +27,8 @@ from gradience.errors import GradienceError, UsageError
 REPORT_SCHEMA = "gradience.action/v1"
 #: Exit status when the gate fails (as ``gradience diff`` with rules): distinct from bad input (2).
 EXIT_GATE = 3
+#: GitHub's cap on a pull request's file list.
+FILES_CAP = 3000
 #: Warnings printed as annotations (GitHub shows about ten per kind per step).
 MAX_WARNINGS = 20
 
@@ -90,6 +92,8 @@ def run(
     if gh is not None:
         pull = gh.pull(pr.number)
         files = gh.changed_files(pull)
+        if len(files) >= FILES_CAP and base_ok:  # GitHub lists 3000 files at most; git lists them all
+            files = git.changed_files(pr.base_sha, pr.head_sha)
     else:
         files = git.changed_files(pr.base_sha, pr.head_sha) if base_ok else []
         notes.append("no GitHub token: changed files come from git, and no comment is posted")
@@ -117,7 +121,7 @@ def run(
                     folder, kind="git", base=base_dir, head=head_dir,
                     base_label=f"{folder}@{pr.base_sha[:7]}" if base_dir else None,
                     head_label=f"{folder}@{pr.head_sha[:7]}" if head_dir else None,
-                    policy=settings.policy, rules=rules, config_path=f"{folder}/adapter_config.json",
+                    policy=settings.policy, rules=rules, config_path=config_path(folder),
                 )
             )  # fmt: skip
         if settings.hub_repos:
