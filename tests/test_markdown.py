@@ -194,3 +194,17 @@ def test_merge_audit_markdown_tables_and_escaping():
             c["layer"] = HOSTILE[0]
     layers, _ = _tables(_well_formed(merge_audit_markdown(bad)))
     assert layers[1][0] == HOSTILE[0] and len(layers[1]) == 9
+
+
+@pytest.mark.parametrize(
+    ("policy", "words"),
+    [("energy@0.9", "r={k} keeps 90% of the energy"), ("energy@0.95", "r={k} keeps 95% of the energy"),
+     ("knee", "r={k} is enough for 90% of the layers under the knee policy")],
+)  # fmt: skip
+def test_interpretation_speaks_in_the_policy_s_terms_and_names_the_recommended_rank(policy, words):
+    from gradience.report.markdown import interpretation
+
+    a = gradience.audit(EXAMPLES / "healthy-r8", policy=policy)
+    sentence = interpretation(a.to_dict())
+    assert words.format(k=a.recommendation.rank) in sentence
+    assert sentence in audit_markdown(a.to_dict()) and "`" not in sentence and "\\" not in sentence

@@ -98,7 +98,10 @@ def _label(source: Mapping[str, Any]) -> str:
 
 
 def interpretation(d: Mapping[str, Any]) -> str:
-    """One sentence on what an audit means, for a reader who knows LoRA but not spectra."""
+    """One sentence on what an audit means, for a reader who knows LoRA but not spectra.
+
+    Plain text (no Markdown, nothing from the adapter's files), so HTML surfaces can use it
+    as it is after their own escaping."""
     rec = d.get("recommendation") or {}
     flags = d.get("flags") or []
     r = rec.get("nominal_r") or d["adapter"].get("r")
@@ -108,20 +111,23 @@ def interpretation(d: Mapping[str, Any]) -> str:
         return "No layer carries an update (B = 0 everywhere): this adapter has not been trained yet."
     util, k = d.get("utilization_mean"), rec.get("rank")
     broken = " Some layers hold NaN or Inf and were left out." if "invalid" in flags else ""
+    sized = _rank_clause(k, rec.get("policy") or d.get("policy") or "energy@0.9")
     if "over_provisioned" in flags:
         return (
             f"Over-provisioned: most layers put 90% of their update in a quarter of their r={r} "
-            f"directions or fewer; r={k} would keep that energy in 90% of the layers.{broken}"
+            f"directions or fewer; {sized}.{broken}"
         )
     if k is not None and r and k >= r:
-        return (
-            f"The rank is fully used: 90% of the layers need all r={r} directions for 90% of "
-            f"their energy, so a larger r may help.{broken}"
-        )
-    return (
-        f"Mean utilisation {_n(util, '.2f')} of r={r}; r={k} keeps 90% of the energy in 90% of "
-        f"the layers ({rec.get('policy', 'energy@0.9')}).{broken}"
-    )
+        return f"The rank is fully used ({sized}, the whole r={r}); a larger r may help.{broken}"
+    return f"Mean utilisation {_n(util, '.2f')} of r={r}; {sized}.{broken}"
+
+
+def _rank_clause(k: int | None, policy: str) -> str:
+    """What the recommended rank ``k`` achieves, in the policy's own terms."""
+    m = re.fullmatch(r"energy@([0-9.]+)", policy)
+    if m:
+        return f"r={k} keeps {float(m.group(1)):.0%} of the energy in 90% of the layers"
+    return f"r={k} is enough for 90% of the layers under the {policy} policy"
 
 
 def audit_markdown(d: Mapping[str, Any], *, title: str | None = None, heading: int = 2) -> str:
