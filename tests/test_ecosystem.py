@@ -220,7 +220,7 @@ def test_concurrent_publishers_cannot_overwrite_each_other(hub, dataset, tmp_pat
     publish(_version(dataset, tmp_path, 0), repo, token=hub.tokens["alice"])
     base = _head(repo)[0]
     # Both read the same parent, then both commits wait on the wire; only one may land.
-    fid = hub.fault(r"/api/datasets/alice/ecosystem-race/commit/", latency=2.0, times=2)
+    fid = hub.fault(r"/api/datasets/alice/ecosystem-race/commit/", latency=3.0, times=2)
     results: list[object] = []
 
     def one(folder: Path) -> None:
