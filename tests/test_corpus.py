@@ -61,16 +61,19 @@ def _compare_with_011(recorded: dict, folder: Path) -> None:
     for old in recorded["layer_rows"]:
         # 0.11 keys rows by the raw tensor prefix; ours by PEFT module name
         row = by_name[old["name"].removeprefix("base_model.model.")]
-        for key in ("stable_rank", "utilization", "effective_rank", "sigma_max", "frob_sq"):
-            assert row[key] == pytest.approx(old[key], rel=1e-5), (old["name"], key)
+        # what agreement actually reaches (measured: ≤ 3.2e-15 and 2.1e-7), with headroom that
+        # still catches a real drift; the σ-convention effective rank reads the spectrum's tail
+        for key in ("stable_rank", "utilization", "sigma_max", "frob_sq"):
+            assert row[key] == pytest.approx(old[key], rel=1e-13, abs=1e-300), (old["name"], key)
+        assert row["effective_rank"] == pytest.approx(old["effective_rank"], rel=1e-6), old["name"]
         for key in ("energy_rank_90", "energy_rank_95", "energy_rank_99", "r"):
             assert row[key] == old[key], (old["name"], key)
     for key in (
         "total_lora_params", "n_layers", "stable_rank_mean", "stable_rank_median",
-        "stable_rank_weighted_mean", "effective_rank_mean", "utilization_mean",
-        "energy_rank_90_p50", "energy_rank_90_p90",
+        "stable_rank_weighted_mean", "utilization_mean", "energy_rank_90_p50", "energy_rank_90_p90",
     ):  # fmt: skip
-        assert ours[key] == pytest.approx(recorded[key], rel=1e-5), key
+        assert ours[key] == pytest.approx(recorded[key], rel=1e-13), key
+    assert ours["effective_rank_mean"] == pytest.approx(recorded["effective_rank_mean"], rel=1e-6)
     if ours["n_untrained"] == ours["n_layers"]:
         # 0.11 suggested r=1 for an adapter that was never trained; that was a defect
         assert recorded["suggested_r_global_median"] == 1
@@ -81,7 +84,7 @@ def _compare_with_011(recorded: dict, folder: Path) -> None:
         assert ours["suggested_r_global_median"] == recorded["suggested_r_global_median"]
     for t, old in recorded["by_type"].items():
         assert ours["by_type"][t]["n_layers"] == old["n_layers"]
-        assert ours["by_type"][t]["utilization_mean"] == pytest.approx(old["utilization_mean"], rel=1e-5)
+        assert ours["by_type"][t]["utilization_mean"] == pytest.approx(old["utilization_mean"], rel=1e-13)
 
 
 @pytest.mark.parametrize("name", NAMES)
