@@ -283,3 +283,24 @@ def test_fan_out_on_jobs_equals_one_crawl_and_publishes_once(hub, tmp_path):
 
 def _without_time(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "audited_at"} for r in rows]
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise():
+    import io
+
+    from gradience.ecosystem.crawl import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    plain, tty = io.StringIO(), Terminal()
+    for stream in (plain, tty):
+        bar = Progress(3, stream=stream, every=0.0)
+        for _ in range(3):
+            bar.step()
+        bar.close()
+    lines = plain.getvalue().splitlines()
+    assert [ln.split(" (")[0] for ln in lines] == [f"crawl: {i}/3 audited" for i in (1, 2, 3)]
+    assert all("/min, eta " in ln for ln in lines)
+    assert "3/3" in tty.getvalue() and "/min" in tty.getvalue() and "audited (" not in tty.getvalue()

@@ -147,22 +147,24 @@ class Progress:
         self.every, self.last = every, self.t0
         self.bar: Any = None
         if total and getattr(self.stream, "isatty", lambda: False)():
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as Bar
 
             self.bar = Bar(
-                TextColumn("crawl"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.speed:.1f}/s"),
-                TimeRemainingColumn(), transient=True,
+                TextColumn("crawl"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(), console=Console(file=self.stream), transient=True,
             )  # fmt: skip
             self.bar.start()
-            self.task = self.bar.add_task("crawl", total=total)
+            self.task = self.bar.add_task("crawl", total=total, rate="–/min")
 
     def step(self) -> None:
         self.done += 1
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1)
-            return
         now = time.monotonic()
+        if self.bar is not None:
+            rate = self.done * 60 / max(now - self.t0, 1e-9)
+            self.bar.update(self.task, advance=1, rate=f"{rate:.0f}/min")
+            return
         if now - self.last >= self.every or self.done == self.total:
             self.last = now
             rate = self.done / max(now - self.t0, 1e-9)
