@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+from gradience.report.jsonsafe import dumps, finite
+
+__all__ = ["add_hub_options", "finite", "hub_options", "open_options", "print_json", "progress"]
 
 if TYPE_CHECKING:
     from gradience.open import OpenOptions
@@ -20,17 +22,7 @@ PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 
 def print_json(data: Any) -> None:
     """Valid JSON on stdout, always: non-finite floats become null."""
-    sys.stdout.write(json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
-
-
-def finite(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [finite(v) for v in x]
-    return x
+    sys.stdout.write(dumps(data) + "\n")
 
 
 @contextmanager

@@ -30,6 +30,7 @@ import numpy as np
 from gradience.errors import TelemetryError, UsageError
 from gradience.monitor import stats
 from gradience.monitor.telemetry import LineIssue, iter_records
+from gradience.report.jsonsafe import finite
 
 __all__ = ["EARLY_FRACTION", "FEATURE_SETS", "SCHEMA", "RegimeReport", "RunFeatures", "analyze_regimes"]
 
@@ -102,7 +103,7 @@ class RegimeReport:
         """JSON-ready (schema ``gradience.regimes/v1``; no NaN: non-finite → null)."""
         from gradience import __version__
 
-        return _finite(
+        return finite(
             {
                 "schema": SCHEMA,
                 "gradience_version": __version__,
@@ -420,15 +421,3 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b <= 0:
         return None
     return a / b
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, np.floating | np.integer):
-        return _finite(x.item())
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    return x

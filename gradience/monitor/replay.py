@@ -19,6 +19,7 @@ from gradience.errors import TelemetryError, UsageError
 from gradience.monitor.monitor import Alert, TrainingMonitor, metric_value
 from gradience.monitor.rules import RULES, MonitorConfig, resolve_config
 from gradience.monitor.telemetry import LineIssue, Record, Telemetry, as_number, iter_records, records_from
+from gradience.report.jsonsafe import finite
 
 __all__ = ["SCHEMA", "ReplayResult", "Series", "replay", "replay_telemetry"]
 
@@ -91,7 +92,7 @@ class ReplayResult:
         """JSON-ready (schema ``gradience.monitor_replay/v1``; no NaN: non-finite → null)."""
         from gradience import __version__
 
-        return _finite(
+        return finite(
             {
                 "schema": SCHEMA,
                 "gradience_version": __version__,
@@ -282,16 +283,6 @@ def _choose_config(
                     f"the monitor settings recorded in run_start are unusable ({e}); defaults used"
                 )
     return MonitorConfig(), "defaults"
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if x == x and x not in (float("inf"), float("-inf")) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    return x
 
 
 #: 0.11's name for :func:`replay` (``gradience.vnext.monitor_replay.replay_telemetry``).
