@@ -8,7 +8,12 @@ Method
    next to the weights says what was generated; a mismatch regenerates):
 
    * ``r16-fp32``: r=16, float32, ~160 MB;
-   * ``r64-bf16``: r=64, bfloat16, ~320 MB.
+   * ``r64-bf16``: r=64, bfloat16, ~320 MB;
+   * ``r64-bf16-deficient``: the same shapes and dtype, but every product is rank-deficient
+     or has a spectrum far below the noise floor (see ``make_tensor``): compressed to r/4
+     and stored at full r (q, k, v, o), steep spectra (gate, up), every other component
+     pruned (down). These used to fall back to Householder QR on every layer (~5× slower
+     than the realistic file); it is timed side by side with ``r64-bf16`` in the same run.
 
    32 layers × ``q_proj k_proj v_proj o_proj`` (4096→4096), ``gate_proj up_proj``
    (4096→11008) and ``down_proj`` (11008→4096); ``lora_A`` is [r, in], ``lora_B`` is
@@ -55,14 +60,18 @@ Method
 
 4. *Targets* (r64-bf16 unless stated): (i) gradience ≤ 1.5 × yardstick wall time;
    (ii) gradience ≥ 3× faster than 0.11 on r64-bf16 and ≥ 4.5× on r16-fp32;
-   (iii) gradience peak RSS ≤ 200 MiB.
+   (iii) gradience peak RSS ≤ 200 MiB; (iv) gradience on r64-bf16-deficient ≤ 1.5 × its
+   median wall time on r64-bf16, and (v) its peak RSS ≤ 1.1 × (the same peak memory, up to
+   noise). (iv) and (v) are ratios of medians from the same interleaved rounds, so machine
+   load cancels out.
 
 Results go to ``benchmarks/results/audit.json`` and ``benchmarks/results/audit.md``
+(``audit-<only>.json``/``.md`` for an ``--only`` run)
 (with the machine, Python and numpy versions and the date) and the table is printed.
 
 Usage::
 
-    python benchmarks/bench_audit.py [--repeat 3] [--only r16|r64] [--skip-011]
+    python benchmarks/bench_audit.py [--repeat 3] [--only r16|r64|r64d] [--skip-011]
         [--v011 PATH] [--workdir DIR] [--blas-threads N] [--gradience EXE] [--results DIR]
 
 Exit status 0 when no target FAILs (SKIP is fine), 1 otherwise.
@@ -117,6 +126,8 @@ GENERATOR_VERSION = 1
 MAX_TIME_VS_YARDSTICK = 1.5
 MIN_SPEEDUP_VS_011 = {"r64-bf16": 3.0, "r16-fp32": 4.5}
 MAX_RSS_MIB = 200.0
+MAX_TIME_VS_PAIRED = 1.5  # deficient / realistic gradience wall time
+MAX_RSS_VS_PAIRED = 1.1  # deficient / realistic gradience peak RSS
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,7 @@ class Variant:
     name: str
     r: int
     dtype: str  # safetensors dtype: "F32" or "BF16"
+    kind: str = "realistic"  # "realistic" or "deficient" (see make_tensor)
 
     @property
     def itemsize(self) -> int:
@@ -133,7 +145,10 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "r16": Variant("r16-fp32", 16, "F32"),
     "r64": Variant("r64-bf16", 64, "BF16"),
+    "r64d": Variant("r64-bf16-deficient", 64, "BF16", "deficient"),
 }
+#: Variants whose wall time and peak RSS are compared with another variant's in the same run.
+PAIRED = {"r64-bf16-deficient": "r64-bf16"}
 
 
 # --------------------------------------------------------------------------- generation
@@ -164,15 +179,34 @@ def tensor_specs(
 def make_tensor(
     variant: Variant, shape: tuple[int, int], layer: int, module: int, which: int, seed: int = SEED
 ) -> np.ndarray:
-    """One LoRA factor, float32, from its own seeded RNG."""
+    """One LoRA factor, float32, from its own seeded RNG.
+
+    ``deficient`` variants have products whose spectra reach far below the realistic noise
+    floor, one kind per module (the cases that used to send every layer to Householder QR):
+    q/k/v/o are compressed to rank r/4 and stored at full r (trailing rows of A and columns
+    of B are zero); gate/up have steep spectra (B's columns decay as 2^(-j/2), so σ_r/σ₁ is
+    ~1e-10); down has every other rank component pruned (zero rows of A, as AdaLoRA's
+    pruned E leaves them).
+    """
     rng = np.random.default_rng((seed, variant.r, layer, module, which))
     x = rng.standard_normal(shape, dtype=np.float32)
     if which == 0:  # A: [r, in], rows nearly orthonormal
         x *= np.float32(1.0 / np.sqrt(shape[1]))
     else:  # B: [out, r], columns on a geometric decay, magnitude varying by layer/module
         decay = np.exp(-np.arange(variant.r, dtype=np.float32) / np.float32(variant.r / 4))
+        if variant.kind == "deficient" and MODULES[module][1] in ("gate_proj", "up_proj"):
+            decay = np.float32(2.0) ** (-np.arange(variant.r, dtype=np.float32) / np.float32(2))
         magnitude = 0.02 * (0.5 + layer / N_LAYERS) * (1.0 + 0.25 * module)
         x *= (decay * np.float32(magnitude)).astype(np.float32)[None, :]
+    if variant.kind == "deficient":
+        name = MODULES[module][1]
+        if name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            if which == 0:
+                x[variant.r // 4 :] = 0
+            else:
+                x[:, variant.r // 4 :] = 0
+        elif name == "down_proj" and which == 0:
+            x[1::2] = 0
     return x
 
 
@@ -416,6 +450,9 @@ def evaluate(cells: dict[tuple[str, str], Cell]) -> tuple[dict[str, dict[str, fl
             r["gradience_over_yardstick"] = g.median_s / y.median_s
         if (o := cells.get((v.name, "gradience-0.11"))) is not None:
             r["v011_over_gradience"] = o.median_s / g.median_s
+        if v.name in PAIRED and (p := cells.get((PAIRED[v.name], "gradience"))) is not None:
+            r["time_over_paired"] = g.median_s / p.median_s
+            r["rss_over_paired"] = g.peak_rss_mib / p.peak_rss_mib
         ratios[v.name] = r
 
     def verdict(ok: bool | None) -> str:
@@ -452,6 +489,20 @@ def evaluate(cells: dict[tuple[str, str], Cell]) -> tuple[dict[str, dict[str, fl
             "result": verdict(None if val is None else val <= MAX_RSS_MIB),
         }
     )
+    for name, paired in PAIRED.items():
+        for key, tid, limit, what in (
+            ("time_over_paired", "iv", MAX_TIME_VS_PAIRED, "wall time"),
+            ("rss_over_paired", "v", MAX_RSS_VS_PAIRED, "peak RSS"),
+        ):
+            val = ratios.get(name, {}).get(key)
+            targets.append(
+                {
+                    "id": tid,
+                    "what": f"{name}: gradience {what} ≤ {limit} × on {paired}",
+                    "value": val,
+                    "result": verdict(None if val is None else val <= limit),
+                }
+            )
     return ratios, targets
 
 
@@ -463,18 +514,23 @@ def render_markdown(
 ) -> str:
     lines = [
         "| adapter | contender | median wall s | runs (s) | median CPU s | peak RSS MiB | "
-        "gradience / yardstick | 0.11 / gradience |",
-        "|---|---|---:|---|---:|---:|---:|---:|",
+        "gradience / yardstick | 0.11 / gradience | time, RSS vs realistic |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for cell in cells.values():
         r = ratios.get(cell.variant, {})
         is_g = cell.contender == "gradience"
         vs_y = f"{r['gradience_over_yardstick']:.2f}×" if is_g and "gradience_over_yardstick" in r else ""
         vs_o = f"{r['v011_over_gradience']:.2f}×" if is_g and "v011_over_gradience" in r else ""
+        vs_p = (
+            f"{r['time_over_paired']:.2f}×, {r['rss_over_paired']:.2f}×"
+            if is_g and "time_over_paired" in r
+            else ""
+        )
         runs = ", ".join(f"{x.wall_s:.2f}" for x in cell.runs)
         lines.append(
             f"| {cell.variant} | {cell.contender} | {cell.median_s:.3f} | {runs} | {cell.median_cpu_s:.2f} | "
-            f"{cell.peak_rss_mib:.0f} | {vs_y} | {vs_o} |"
+            f"{cell.peak_rss_mib:.0f} | {vs_y} | {vs_o} | {vs_p} |"
         )
     lines += ["", "Targets:", ""]
     for t in targets:
@@ -537,7 +593,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Side-by-side whole-process benchmark: gradience audit vs a numpy yardstick vs 0.11.",
     )
     add_common_arguments(p, repeat_help="timed rounds (default 3)", results_name="audit.json/audit.md")
-    p.add_argument("--only", choices=sorted(VARIANTS), help="run one adapter variant only")
+    p.add_argument(
+        "--only",
+        choices=sorted(VARIANTS),
+        help="run one adapter variant only (r64d brings r64 along: they are compared in one run)",
+    )
     return check_common_arguments(p, p.parse_args(argv))
 
 
@@ -549,6 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.blas_threads > 0:
         env.update({k: str(args.blas_threads) for k in THREAD_VARS})
     variants = [VARIANTS[args.only]] if args.only else list(VARIANTS.values())
+    variant_by_name = {v.name: v for v in VARIANTS.values()}
+    for v in list(variants):
+        if v.name in PAIRED and variant_by_name[PAIRED[v.name]] not in variants:
+            variants.insert(0, variant_by_name[PAIRED[v.name]])
     adapters = {v.name: ensure_adapter(workdir, v) for v in variants}
 
     contenders = [
@@ -631,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "targets": targets,
     }
-    return write_results(args.results, "audit", results, render_markdown(cells, ratios, targets, meta))
+    name = f"audit-{args.only}" if args.only else "audit"  # a partial run keeps the full one
+    return write_results(args.results, name, results, render_markdown(cells, ratios, targets, meta))
 
 
 def write_results(folder: Path, name: str, results: dict, md: str) -> int:

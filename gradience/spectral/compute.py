@@ -18,7 +18,6 @@ import numpy as np
 from gradience.spectral.factored import (
     TAIL_RATIO,
     Gram,
-    GramRoots,
     core_singular_values,
     core_singular_values_fast,
     gram_pair,
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["BATCH_BYTES", "layer_spectra"]
 
 #: Cap on the stacked Gram matrices solved in one batch.
-BATCH_BYTES = 32 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024
 
 
 def layer_spectra(
@@ -64,10 +63,14 @@ def layer_spectra(
         roots_a = gram_roots(np.stack([q[1].g for q in queue]), np.array([q[1].n for q in queue]))
         roots_b = gram_roots(np.stack([q[2].g for q in queue]), np.array([q[2].n for q in queue]))
         fast = core_singular_values_fast(roots_b.w, roots_a.w)
-        for i, (layer, ga, gb) in enumerate(queue):
-            s = fast[i]
-            if not (roots_a.ok[i] and roots_b.ok[i]) or _reaches_tail(s):
-                s = _tail_spectrum(adapter, layer, i, (ga, roots_a), (gb, roots_b))
+        tail = [i for i, s in enumerate(fast) if not (roots_a.ok[i] and roots_b.ok[i]) or _reaches_tail(s)]
+        exact_a, exact_b = roots_a.accurate(tail), roots_b.accurate(tail)
+        for i, good_a, good_b in zip(tail, exact_a, exact_b, strict=True):
+            layer, ga, gb = queue[i]
+            wa = roots_a.w[i] if good_a else qr_root(_factor(adapter, layer, "a"), rows=True, exp=ga.exp)
+            wb = roots_b.w[i] if good_b else qr_root(_factor(adapter, layer, "b"), rows=False, exp=gb.exp)
+            fast[i] = core_singular_values(wb, wa, layer.r)  # exact in the tail
+        for (layer, ga, gb), s in zip(queue, fast, strict=True):
             out[layer.name] = np.ldexp(s[: min(layer.r, ga.n, gb.n)], ga.exp + gb.exp)
 
     for i, layer in enumerate(adapter.layers):
@@ -95,23 +98,6 @@ def layer_spectra(
 def _reaches_tail(s: np.ndarray) -> bool:
     """Whether σ² from the core's Gram are too coarse for tail-sensitive metrics."""
     return bool(s[0] > 0 and s[-1] ** 2 < TAIL_RATIO * s[0] ** 2)
-
-
-def _tail_spectrum(
-    adapter: Adapter,
-    layer: LoraLayer,
-    i: int,
-    a: tuple[Gram, GramRoots],
-    b: tuple[Gram, GramRoots],
-) -> np.ndarray:
-    """σ exact in the tail: SVD of the core, with a QR root for a factor whose Gram cannot
-    give one (numerically rank-deficient after equilibration and deflation)."""
-    (ga, roots_a), (gb, roots_b) = a, b
-    wa = roots_a.w[i] if roots_a.accurate(i) else qr_root(_factor(adapter, layer, "a"), rows=True, exp=ga.exp)
-    wb = (
-        roots_b.w[i] if roots_b.accurate(i) else qr_root(_factor(adapter, layer, "b"), rows=False, exp=gb.exp)
-    )
-    return core_singular_values(wb, wa, layer.r)
 
 
 def _grams(adapter: Adapter, layer: LoraLayer) -> tuple[Gram, Gram]:

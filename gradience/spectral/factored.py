@@ -57,6 +57,10 @@ MIN_EQUILIBRATED_EIG = 1e-5
 #: so the Gram is formed again from the tensor scaled by a power of two.
 _SAFE_LOW, _SAFE_HIGH = 2.0**-800, 2.0**800
 
+#: Gram diagonals inside [2^-200, 2^200] are left as they are: the core and its Gram stay
+#: within 2^±400, far from underflow and overflow.
+_NORMAL_LOW, _NORMAL_HIGH = 2.0**-200, 2.0**200
+
 #: A rank component whose Gram diagonal is below 2^-900 of the largest is dead: its share
 #: of any σ is under 2^-450, and equilibrating it would only amplify rounding.
 _DEAD = 2.0**-900
@@ -107,7 +111,7 @@ def _normalised(g: np.ndarray, exp: int, n: int) -> Gram:
     work after it (a core product and its Gram, which square the scale again) cannot
     underflow or overflow either."""
     top = float(np.max(np.diagonal(g))) if g.size else 0.0
-    if not (top > 0 and np.isfinite(top)):
+    if not (top > 0 and np.isfinite(top)) or _NORMAL_LOW < top < _NORMAL_HIGH:
         return Gram(g, exp, n)
     k = int(np.frexp(np.sqrt(top))[1])
     return Gram(np.ldexp(g, -2 * k), exp + k, n)
@@ -181,16 +185,19 @@ class GramRoots:
     chol: np.ndarray
     ok: np.ndarray
 
-    def accurate(self, i: int) -> bool:
-        """Whether root ``i`` is accurate relative to each σ (see :data:`MIN_EQUILIBRATED_EIG`).
+    def accurate(self, idx: np.ndarray) -> np.ndarray:
+        """Whether roots ``idx`` are accurate relative to each σ (see
+        :data:`MIN_EQUILIBRATED_EIG`), as a boolean array.
 
         ‖L⁻¹‖²_F bounds 1/λ_min of the equilibrated Gram from above, so this never accepts an
         ill-conditioned root.
         """
-        if not self.ok[i]:
-            return False
-        inv = np.linalg.inv(self.chol[i])
-        return bool(np.einsum("ij,ij->", inv, inv) * MIN_EQUILIBRATED_EIG <= 1.0)
+        idx = np.asarray(idx, dtype=int)
+        good = self.ok[idx].copy()
+        if good.any():
+            inv = np.linalg.inv(self.chol[idx[good]])
+            good[good] = np.einsum("nij,nij->n", inv, inv) * MIN_EQUILIBRATED_EIG <= 1.0
+        return good
 
 
 def gram_roots(grams: np.ndarray, widths: np.ndarray | None = None) -> GramRoots:
@@ -241,8 +248,13 @@ def qr_root(x: np.ndarray, *, rows: bool, exp: int = 0) -> np.ndarray:
 
 
 def core_singular_values(wb: np.ndarray, wa: np.ndarray, r: int) -> np.ndarray:
-    """σ of B·A from roots of its factors (σ of W_B·W_Aᵀ, by SVD), padded with zeros to r."""
-    s = np.linalg.svd(wb @ wa.T, compute_uv=False)
+    """σ of B·A from roots of its factors (σ of W_B·W_Aᵀ, by SVD), padded with zeros to r.
+
+    Rows of a root that are exactly zero (deflated components) are left out of the SVD:
+    they change no σ, and a zero-padded r=64 adapter of rank 16 then costs a 16×16 SVD.
+    """
+    wb, wa = wb[np.any(wb, axis=1)], wa[np.any(wa, axis=1)]
+    s = np.linalg.svd(wb @ wa.T, compute_uv=False) if wb.size and wa.size else np.zeros(0)
     return np.pad(s, (0, r - s.size)) if s.size < r else s[:r]
 
 
