@@ -168,6 +168,8 @@ class PR:
         summary = (d / "summary.md").read_text() if (d / "summary.md").exists() else ""
         outputs = _outputs((d / "output.txt").read_text()) if (d / "output.txt").exists() else {}
         report = json.loads(Path(outputs["report"]).read_text()) if outputs.get("report") else None
+        if report is not None:
+            _validate(report)
         run = Run(p.returncode, p.stdout, p.stderr, summary, outputs, report)
         for secret in (TOKEN, READ_TOKEN, PAT):  # nothing secret is ever printed or written
             everything = [run.stdout.replace(f"::add-mask::{secret}", ""), run.stderr, run.summary,
@@ -194,6 +196,18 @@ def _outputs(text: str) -> dict[str, str]:
             out[name] = value
             i += 1
     return out
+
+
+def _validate(report: dict) -> None:
+    """Every report follows gradience.action/v1, and each adapter's diff gradience.diff/v1."""
+    import jsonschema
+
+    schemas = ROOT / "gradience" / "schemas"
+    jsonschema.validate(report, json.loads((schemas / "action_report.schema.json").read_text()))
+    diff_schema = json.loads((schemas / "diff.schema.json").read_text())
+    for a in report["adapters"]:
+        if a["diff"] is not None:
+            jsonschema.validate(a["diff"], diff_schema)
 
 
 def by_name(run: Run) -> dict[str, dict]:

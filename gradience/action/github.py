@@ -17,9 +17,6 @@ from gradience.errors import GradienceError
 if TYPE_CHECKING:
     from github.PullRequest import PullRequest as GhPull
 
-#: The login of the Actions ``GITHUB_TOKEN`` (an installation token cannot ask ``/user``).
-ACTIONS_BOT = "github-actions[bot]"
-
 
 class GitHubError(GradienceError):
     """GitHub refused or failed a call the run needs (bad token, unknown repository...)."""
@@ -74,24 +71,42 @@ class GitHub:
             raise GitHubError(f"cannot {what} in {self.repository}: {_explain(e)}") from None
 
     def pull(self, number: int) -> GhPull:
+        """The pull request, read now (one GET; the repository itself is never fetched)."""
         if self._repo is None:
-            self._repo = self._call("open the repository", self._gh.get_repo, self.repository)
-        return self._call(f"read pull request #{number}", self._repo.get_pull, number)
+            self._repo = self._gh.withLazy(True).get_repo(self.repository)
+
+        def read() -> GhPull:
+            pull = self._repo.get_pull(number)
+            _ = pull.head.sha  # a lazy object: this is the request, so errors surface here
+            return pull
+
+        return self._call(f"read pull request #{number}", read)
 
     def changed_files(self, pull: GhPull) -> list[ChangedFile]:
         files = self._call("list the pull request's files", lambda: list(pull.get_files()))
         return [ChangedFile(f.filename, f.status, f.previous_filename) for f in files]
 
-    def login(self) -> str:
-        """Who this token writes as: ``/user`` for a person's token, the Actions bot otherwise."""
+    def login(self) -> str | None:
+        """Who this token writes as, when GitHub says (``/user`` answers for a person's token;
+        an installation token, like the Actions one, may not ask)."""
         if self._login is None:
             from github import GithubException
 
             try:
-                self._login = self._gh.get_user().login
+                self._login = self._gh.get_user().login or ""
             except GithubException:
-                self._login = ACTIONS_BOT
-        return self._login
+                self._login = ""
+        return self._login or None
+
+    def _ours(self, comment: Any, tag: str, author: str | None) -> bool:
+        """A comment this token wrote for this scope: the marker, and the author — the token's
+        login when known, otherwise a bot (``github-actions[bot]``, ``<app>[bot]``), never a person."""
+        if not (comment.body or "").startswith(tag) or comment.user is None:
+            return False
+        login = comment.user.login or ""
+        if author:
+            return login == author
+        return comment.user.type == "Bot" or login.endswith("[bot]")
 
     def upsert_comment(
         self,
@@ -113,10 +128,7 @@ class GitHub:
         try:
             existing = None
             if mode == "sticky":
-                for c in pull.get_issue_comments():
-                    if c.body and c.body.startswith(tag) and c.user is not None and c.user.login == author:
-                        existing = c
-                        break
+                existing = next((c for c in pull.get_issue_comments() if self._ours(c, tag, author)), None)
             if existing is not None:
                 if skip_unchanged and read_digest(existing.body) == read_digest(body):
                     return CommentResult("unchanged", True, existing.id, existing.html_url)

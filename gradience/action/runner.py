@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ class Runner:
         if not repository or "/" not in repository:
             raise UsageError("GITHUB_REPOSITORY is not set (expected owner/name)")
         workspace = Path(env.get("GITHUB_WORKSPACE") or os.getcwd())
-        temp = Path(env.get("RUNNER_TEMP") or workspace.parent)
+        temp = Path(env.get("RUNNER_TEMP") or tempfile.gettempdir())
         return cls(
             event_name=env.get("GITHUB_EVENT_NAME") or _guess_event_name(event),
             event=event,
