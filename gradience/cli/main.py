@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     crawl_cmd.register(sub)
     ecosystem_cmd.register(sub)
+    from gradience.cli import bot_cmd  # the Hub bot and badge PRs
+
+    bot_cmd.register(sub)
+    from gradience.cli import bench_cmd  # multi-seed rank evidence (issue 14)
+
+    bench_cmd.register(sub)
     return parser
 
 
