@@ -398,8 +398,10 @@ def test_an_adapter_at_the_root_and_a_renamed_folder(tmp_path, gh):
     git(pr.repo, "mv", "old place", "new place")
     pr.open(base, commit(pr.repo, "train the root adapter, move the other"), renames=True)
     assert any(f["status"] == "renamed" for f in gh.state.repos[REPO.lower()].pulls[pr.number].files)
+    gh.configure(fail_gets=2)  # two transient 502s: reads are retried
     run = pr.run("--forbid-flags", "untrained", "--comment", "off")
     assert run.code == 0, run.stderr
+    assert [r["status"] for r in gh.requests[:3]] == [502, 502, 200]
     assert {a["name"]: a["status"] for a in run.report["adapters"]} == {
         ".": "changed", "old place": "removed", "new place": "added"}  # fmt: skip
     root = by_name(run)["."]

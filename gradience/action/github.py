@@ -48,11 +48,16 @@ def _explain(e: Exception) -> str:
 class GitHub:
     def __init__(self, api_url: str, token: str, repository: str) -> None:
         from github import Auth, Github
+        from urllib3.util import Retry
 
+        # Reads are retried on a server error (a few times, backing off); writes never are, so a
+        # comment is not posted twice. The last answer reaches PyGithub, which raises on it.
+        retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504),
+                      allowed_methods=frozenset({"GET"}), raise_on_status=False)  # fmt: skip
         self._gh = Github(
             base_url=api_url,
             auth=Auth.Token(token),
-            retry=None,
+            retry=retry,
             timeout=30,
             per_page=100,
             seconds_between_requests=None,

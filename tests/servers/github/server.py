@@ -394,11 +394,13 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, secret = auth.partition(" ")
         with state.lock:
             token = state.tokens.get(secret) if scheme.lower() in ("token", "bearer") else None
-            state.requests.append(
-                {"method": self.command, "path": url.path, "query": query, "login": token and token.login}
-            )
+            entry = {"method": self.command, "path": url.path, "query": query, "login": token and token.login}
+            state.requests.append(entry)
             headers: dict[str, str] = {}
             try:
+                if self.command == "GET" and state.fail_gets > 0:
+                    state.fail_gets -= 1
+                    raise APIError(502, "Server Error")
                 if auth and token is None:
                     raise APIError(401, "Bad credentials")
                 if token is not None:
@@ -421,6 +423,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "X-RateLimit-Reset": "4102444800",
                 "X-RateLimit-Resource": "core",
             }
+            entry["status"] = status
         payload = b"" if data is None else json.dumps(data).encode()
         self.send_response(status)
         if payload:
@@ -511,8 +514,16 @@ class LocalGitHub:
             self.state.comments[c.id] = c
             return c.id
 
-    def configure(self, *, page_size_cap: int | None = None, rate_remaining: int | None = None) -> None:
+    def configure(
+        self,
+        *,
+        page_size_cap: int | None = None,
+        rate_remaining: int | None = None,
+        fail_gets: int | None = None,
+    ) -> None:
         with self.state.lock:
+            if fail_gets is not None:
+                self.state.fail_gets = fail_gets
             if page_size_cap is not None:
                 self.state.page_size_cap = page_size_cap
             if rate_remaining is not None:

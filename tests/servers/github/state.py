@@ -81,6 +81,7 @@ class State:
         self.page_size_cap = 100  # GitHub's own maximum for per_page
         self.rate_limit = 5000
         self.rate_remaining = 5000
+        self.fail_gets = 0  # the next N GETs answer 502 (a transient server error)
         self._ids = itertools.count(1001)
 
     def next_id(self) -> int:
@@ -96,3 +97,4 @@ class State:
             self.requests.clear()
             self.page_size_cap = 100
             self.rate_remaining = self.rate_limit
+            self.fail_gets = 0
