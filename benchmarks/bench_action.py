@@ -124,7 +124,7 @@ def time_to_comment(venv: Path, runs: int) -> dict:
             if p.returncode != 0:
                 raise SystemExit(f"action run failed ({p.returncode}): {p.stderr.strip()}")
             modes.append(
-                json.loads((tmp / "gradience-action" / "report.json").read_text())["comment"]["mode"]
+                json.loads((tmp / "gradience-action-default" / "report.json").read_text())["comment"]["mode"]
             )
         assert len(server.comments(REPO, 1)) == 1
         return {"runs_s": [round(t, 2) for t in times], "median_s": round(statistics.median(times), 2),

@@ -166,7 +166,7 @@ def run(
                          "report artifact")  # fmt: skip
             cmds.annotate("warning", f"gradience: comment not posted: {res.reason}")
 
-    bundle = runner.temp / "gradience-action"
+    bundle = runner.temp / f"gradience-action-{settings.comment_scope}"  # one per scope, as comments
     bundle.mkdir(parents=True, exist_ok=True)
     report = _report(runner, pr, settings, verdict, results, merges, comment_result, notes)
     text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
