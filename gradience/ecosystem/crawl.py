@@ -293,18 +293,22 @@ def _audit_all(
             for _ in range(2 * max(1, config.concurrency)):
                 if not submit_next():
                     break
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    running.pop(fut)
-                    res = fut.result()
-                    state.record(res.key, res.sha, res.status, res.detail, res.row, res.layers)
-                    results.append(res)
-                    if on_result is not None:
-                        on_result(res)
-                    if bar is not None:
-                        bar.step()
-                    submit_next()
+            try:
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        running.pop(fut)
+                        res = fut.result()
+                        state.record(res.key, res.sha, res.status, res.detail, res.row, res.layers)
+                        results.append(res)
+                        if on_result is not None:
+                            on_result(res)
+                        if bar is not None:
+                            bar.step()
+                        submit_next()
+            except BaseException:  # Ctrl-C: drop the queued audits instead of running them first
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
         if bar is not None:
             bar.close()
