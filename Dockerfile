@@ -1,6 +1,7 @@
 # The Gradience Space as a Docker Space (space/README.md holds its front matter; see docs/deploy.md).
-# One image: the later bot and Jobs commands reuse it with another CMD. No torch: the core never
-# needs it, and the space extra does not pull it.
+# One image: the Hub bot (`gradience bot serve`, docs/bot.md) and the crawl scheduler
+# (`python -m bot.scheduler`) run from it with another CMD. No torch: the core never needs it,
+# and neither the space nor the bot extra pulls it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,9 +21,10 @@ COPY --chown=user:user gradience ./gradience
 # The versions are the ranges in pyproject.toml's space extra (gradio 6.x); the image is rebuilt
 # on every push, like the Space itself.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[space]"
+RUN pip install --no-cache-dir ".[space,bot]"
 
 COPY --chown=user:user space ./space
+COPY --chown=user:user bot ./bot
 COPY --chown=user:user examples ./examples
 
 USER 1000
