@@ -65,7 +65,7 @@ def run(
     cmds.mask(env.get("HF_TOKEN"))
     notes: list[str] = []
 
-    gh = pull = None
+    gh = None
     if token:
         from gradience.action.github import GitHub
 
@@ -88,9 +88,51 @@ def run(
         notes.append(
             f"the base commit {pr.base_sha[:12]} is not in the checkout: adapters are shown without a base"
         )
+    pull = gh.pull(pr.number) if gh is not None else None
+    folders = _folders(settings, git, gh, pull, pr, base_ok, notes)
+    results, merges = _audit_all(settings, git, runner.workspace, pr, base_ok, folders, env)
 
+    from gradience import __version__
+
+    verdict = _verdict(results, merges, settings.fail_on)
+    ctx = Context(runner.repository, pr.number, pr.head_sha, pr.base_sha if base_ok else None, settings.policy,
+                  settings.fail_on, verdict, runner.run_url, __version__)  # fmt: skip
+    body = comment(results, merges, ctx, settings.comment_scope, notes)
+    posted = _post(settings, gh, pull, body, bool(results), untrusted, notes, cmds)
+
+    bundle = runner.temp / f"gradience-action-{settings.comment_scope}"  # one per scope, as comments
+    bundle.mkdir(parents=True, exist_ok=True)
+    report = _report(runner, pr, settings, verdict, results, merges, posted, notes)
+    text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
+    report_path = (bundle / "report.json").resolve()
+    report_path.write_text(text, encoding="utf-8")
+    if settings.report:
+        settings.report.parent.mkdir(parents=True, exist_ok=True)
+        settings.report.write_text(text, encoding="utf-8")
+        report_path = settings.report.resolve()
+    (bundle / "comment.md").write_text(body, encoding="utf-8")
+    (bundle / "pr.json").write_text(json.dumps({"number": pr.number, "head_sha": pr.head_sha}) + "\n")
+
+    cmds.summary(summary(results, merges, ctx, notes))
+    _annotate(cmds, results, merges)
+    line = _one_line(results, verdict, posted)
+    cmds.set_output("report", str(report_path))
+    cmds.set_output("verdict", verdict)
+    cmds.set_output("summary", line)
+    cmds.set_output("bundle", str(bundle.resolve()))
+    cmds.set_output("comment-posted", "true" if posted["posted"] else "false")
+    cmds.set_output("comment-id", str(posted["id"] or ""))
+    cmds.set_output("comment-url", str(posted["url"] or ""))
+    cmds.out.write(f"gradience: {line}\n")
+    code = EXIT_GATE if verdict == "fail" else 0
+    return Outcome(verdict, code, results, merges, posted, report_path, notes)
+
+
+def _folders(
+    settings: Settings, git: GitRepo, gh: Any, pull: Any, pr: PullRequest, base_ok: bool, notes: list[str]
+) -> list[str]:
+    """Adapter folders to audit: those the pull request touches, then those ``paths`` names."""
     if gh is not None:
-        pull = gh.pull(pr.number)
         files = gh.changed_files(pull)
         if len(files) >= FILES_CAP and base_ok:  # GitHub lists 3000 files at most; git lists them all
             files = git.changed_files(pr.base_sha, pr.head_sha)
@@ -99,19 +141,27 @@ def run(
         notes.append("no GitHub token: changed files come from git, and no comment is posted")
     folders = touched_folders(files)
     if settings.paths:
-        for f in glob_folders(git.configs(pr.head_sha), settings.paths):
-            if f not in folders:
-                folders.append(f)
+        folders += [f for f in glob_folders(git.configs(pr.head_sha), settings.paths) if f not in folders]
+    return folders
 
+
+def _audit_all(
+    settings: Settings,
+    git: GitRepo,
+    workspace: Path,
+    pr: PullRequest,
+    base_ok: bool,
+    folders: list[str],
+    env: Mapping[str, str],
+) -> tuple[list[AdapterResult], list[dict[str, Any]]]:
+    """Each folder exported at both commits and compared; Hub adapters; merge pairs at the head."""
     rules = settings.rules()
     results: list[AdapterResult] = []
     merges: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gradience-action-") as tmp:
         exported: dict[str, Path | None] = {}
         for i, folder in enumerate(folders):
-            head_dir = git.export(
-                pr.head_sha, folder, Path(tmp) / str(i) / "head", workspace=runner.workspace
-            )
+            head_dir = git.export(pr.head_sha, folder, Path(tmp) / str(i) / "head", workspace=workspace)
             exported[folder] = head_dir
             base_dir = git.export(pr.base_sha, folder, Path(tmp) / str(i) / "base") if base_ok else None
             if head_dir is None and base_dir is None:
@@ -131,67 +181,39 @@ def run(
             for k, folder in enumerate((a, b)):
                 if folder not in exported:
                     dest = Path(tmp) / f"m{j}-{k}"
-                    exported[folder] = git.export(pr.head_sha, folder, dest, workspace=runner.workspace)
+                    exported[folder] = git.export(pr.head_sha, folder, dest, workspace=workspace)
                 dirs.append(exported[folder])
             merges.append(_merge_pair(a, b, dirs))
+    return results, merges
 
-    verdict = _verdict(results, merges, settings.fail_on)
-    from gradience import __version__
 
-    ctx = Context(runner.repository, pr.number, pr.head_sha, pr.base_sha if base_ok else None, settings.policy,
-                  settings.fail_on, verdict, runner.run_url, __version__)  # fmt: skip
-    body = comment(results, merges, ctx, settings.comment_scope, notes)
-
-    comment_result: dict[str, Any] = {
-        "mode": "skipped",
-        "posted": False,
-        "id": None,
-        "url": None,
-        "reason": None,
-    }
+def _post(
+    settings: Settings,
+    gh: Any,
+    pull: Any,
+    body: str,
+    anything: bool,
+    untrusted: bool,
+    notes: list[str],
+    cmds: Commands,
+) -> dict[str, Any]:
+    """The comment, or why there is none (``comment`` in the report)."""
+    skipped: dict[str, Any] = {"mode": "skipped", "posted": False, "id": None, "url": None, "reason": None}
     if settings.comment == "off":
-        comment_result["reason"] = "comment: off"
-    elif untrusted:
-        comment_result["reason"] = "untrusted head on pull_request_target"
-    elif gh is None or pull is None:
-        comment_result["reason"] = "no GitHub token"
-    else:
-        res = gh.upsert_comment(
-            pull, body, scope=settings.comment_scope, mode=settings.comment,
-            skip_unchanged=settings.skip_unchanged, create=bool(results) or settings.comment == "new",
-        )  # fmt: skip
-        comment_result = res.to_dict()
-        if not res.posted and res.mode == "failed":
-            notes.append(f"the comment could not be posted: {res.reason}; it is in the job summary and the "
-                         "report artifact")  # fmt: skip
-            cmds.annotate("warning", f"gradience: comment not posted: {res.reason}")
-
-    bundle = runner.temp / f"gradience-action-{settings.comment_scope}"  # one per scope, as comments
-    bundle.mkdir(parents=True, exist_ok=True)
-    report = _report(runner, pr, settings, verdict, results, merges, comment_result, notes)
-    text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
-    report_path = (bundle / "report.json").resolve()
-    report_path.write_text(text, encoding="utf-8")
-    if settings.report:
-        settings.report.parent.mkdir(parents=True, exist_ok=True)
-        settings.report.write_text(text, encoding="utf-8")
-        report_path = settings.report.resolve()
-    (bundle / "comment.md").write_text(body, encoding="utf-8")
-    (bundle / "pr.json").write_text(json.dumps({"number": pr.number, "head_sha": pr.head_sha}) + "\n")
-
-    cmds.summary(summary(results, merges, ctx, notes))
-    _annotate(cmds, results, merges)
-    line = _one_line(results, verdict, comment_result)
-    cmds.set_output("report", str(report_path))
-    cmds.set_output("verdict", verdict)
-    cmds.set_output("summary", line)
-    cmds.set_output("bundle", str(bundle.resolve()))
-    cmds.set_output("comment-posted", "true" if comment_result["posted"] else "false")
-    cmds.set_output("comment-id", str(comment_result["id"] or ""))
-    cmds.set_output("comment-url", str(comment_result["url"] or ""))
-    cmds.out.write(f"gradience: {line}\n")
-    code = EXIT_GATE if verdict == "fail" else 0
-    return Outcome(verdict, code, results, merges, comment_result, report_path, notes)
+        return {**skipped, "reason": "comment: off"}
+    if untrusted:
+        return {**skipped, "reason": "untrusted head on pull_request_target"}
+    if gh is None or pull is None:
+        return {**skipped, "reason": "no GitHub token"}
+    res = gh.upsert_comment(
+        pull, body, scope=settings.comment_scope, mode=settings.comment,
+        skip_unchanged=settings.skip_unchanged, create=anything or settings.comment == "new",
+    )  # fmt: skip
+    if not res.posted and res.mode == "failed":
+        notes.append(f"the comment could not be posted: {res.reason}; it is in the job summary and the "
+                     "report artifact")  # fmt: skip
+        cmds.annotate("warning", f"gradience: comment not posted: {res.reason}")
+    return res.to_dict()
 
 
 def _pull_request(runner: Runner, gh: Any, pr_number: int | None) -> PullRequest:
