@@ -83,7 +83,7 @@ def _rec_text(d: dict[str, Any] | None) -> str:
 def _change(r: AdapterResult) -> str:
     if r.status == "unreadable":
         err = r.error or {}
-        return f"{code(err.get('code', 'error'))} {cell(err.get('message', ''))[:200]}"
+        return f"{code(err.get('code', 'error'))} {cell(str(err.get('message', ''))[:200])}"
     if r.status == "added":
         return "new adapter"
     if r.status == "unchanged":
