@@ -452,6 +452,7 @@ def evaluate(cells: dict[tuple[str, str], Cell]) -> tuple[dict[str, dict[str, fl
             r["v011_over_gradience"] = o.median_s / g.median_s
         if v.name in PAIRED and (p := cells.get((PAIRED[v.name], "gradience"))) is not None:
             r["time_over_paired"] = g.median_s / p.median_s
+            r["cpu_over_paired"] = g.median_cpu_s / p.median_cpu_s
             r["rss_over_paired"] = g.peak_rss_mib / p.peak_rss_mib
         ratios[v.name] = r
 
@@ -514,7 +515,7 @@ def render_markdown(
 ) -> str:
     lines = [
         "| adapter | contender | median wall s | runs (s) | median CPU s | peak RSS MiB | "
-        "gradience / yardstick | 0.11 / gradience | time, RSS vs realistic |",
+        "gradience / yardstick | 0.11 / gradience | vs realistic: time (CPU), RSS |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for cell in cells.values():
@@ -523,7 +524,7 @@ def render_markdown(
         vs_y = f"{r['gradience_over_yardstick']:.2f}×" if is_g and "gradience_over_yardstick" in r else ""
         vs_o = f"{r['v011_over_gradience']:.2f}×" if is_g and "v011_over_gradience" in r else ""
         vs_p = (
-            f"{r['time_over_paired']:.2f}×, {r['rss_over_paired']:.2f}×"
+            f"{r['time_over_paired']:.2f}× ({r['cpu_over_paired']:.2f}×), {r['rss_over_paired']:.2f}×"
             if is_g and "time_over_paired" in r
             else ""
         )
