@@ -105,3 +105,6 @@ def test_fine_grained_token_reads_private_repos_only_when_listed(hub: LocalHub) 
     with pytest.raises(RepositoryNotFoundError):
         _api(hub, ALICE_FINE_GRAINED_TOKEN).model_info(PRIVATE_REPO)
     assert _api(hub, ALICE_OAUTH_TOKEN).model_info(PRIVATE_REPO).id == PRIVATE_REPO  # read-repos
+    listed = {m.id for m in _api(hub, ALICE_FINE_GRAINED_TOKEN).list_models(author="alice")}
+    assert PRIVATE_REPO not in listed
+    assert PRIVATE_REPO in {m.id for m in _api(hub, ALICE_TOKEN).list_models(author="alice")}

@@ -316,7 +316,7 @@ def list_repos(app: HubApp, req: Request, plural: str) -> Response:
     rows: list[dict[str, Any]] = []
     with app.store.lock:
         for repo in app.store.repos.values():
-            if repo.type != repo_type or not app.accounts.can_see(repo, req.user):
+            if repo.type != repo_type or not app.accounts.can_see(repo, req.user, req.token):
                 continue
             if author is not None and repo.namespace != author:
                 continue
