@@ -184,7 +184,7 @@ def shapes(draw: st.DrawFn) -> tuple[int, int, int]:
 STORAGE = {"F64": (-170, 150), "F32": (-15, 15), "BF16": (-15, 15), "F16": (-1, 1)}
 
 
-@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     kind=st.sampled_from(KINDS),
     shape=shapes(),
