@@ -13,13 +13,14 @@ from __future__ import annotations
 import csv
 import json
 import random
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradience.bench.tasks import Task, register
-from gradience.errors import UsageError
+from gradience.errors import GradienceError, UsageError
 
 TEXT_COLUMNS = ("text", "sentence", "content")
 PROMPT_COLUMNS = ("prompt", "question", "input")
@@ -86,14 +87,16 @@ class HubTask(Task):
 
     def _data(self) -> dict[str, Any]:
         if "data" not in self._state:
-            self._state["data"] = _load_dataset(self)
+            with _hub_errors(self.dataset, self.dataset_revision):
+                self._state["data"] = _load_dataset(self)
         return self._state["data"]
 
     def _tokenizer(self) -> Any:
         if "tokenizer" not in self._state:
             from transformers import AutoTokenizer
 
-            tok = AutoTokenizer.from_pretrained(self.model, revision=self.revision, token=self.token)
+            with _hub_errors(self.model, self.revision):
+                tok = AutoTokenizer.from_pretrained(self.model, revision=self.revision, token=self.token)
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token or tok.unk_token
             self._state["tokenizer"] = tok
@@ -114,7 +117,7 @@ class HubTask(Task):
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
         d = self._data()
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), _hub_errors(self.model, self.revision):
             torch.manual_seed(0)  # a fresh classification head: the same one for every run
             if self.kind == "classification":
                 model = AutoModelForSequenceClassification.from_pretrained(
@@ -203,6 +206,27 @@ class HubTask(Task):
                     text = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
                     hits += text.strip() == want
         return 100.0 * hits / len(examples)
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """huggingface_hub's and transformers' failures as one-line typed errors."""
+    from gradience.hub.errors import translate
+
+    try:
+        yield
+    except GradienceError:
+        raise
+    except Exception as e:
+        typed = translate(e, repo_id, revision=revision)
+        if typed is None and isinstance(e.__cause__, Exception):
+            typed = translate(e.__cause__, repo_id, revision=revision)
+        if typed is not None:
+            raise typed from e
+        if isinstance(e, OSError | ValueError):
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise UsageError(f"cannot load {repo_id}: {first}", repo_id=repo_id, param="model") from e
+        raise
 
 
 def _load_dataset(task: HubTask) -> dict[str, Any]:

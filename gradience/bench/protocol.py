@@ -85,7 +85,7 @@ def run_bench(
         if progress is not None:
             progress(stats.units, total, label)
 
-    total = len(seeds) * (1 + 2 * 5)  # refined once the candidates are known
+    total = 0  # unknown until the first probe's audit has proposed the candidates
 
     def probe(seed: int) -> tuple[dict[str, Any], Path]:
         k = key(probe_ranks_key, seed)

@@ -51,7 +51,7 @@ def render_report(d: dict[str, Any], file: Any = None) -> None:
         ranks = f"r={values[0]}" if len(values) == 1 else f"{values[0]}–{values[-1]} (r={c['r']})"
         verdict = "[green]PASS[/green]" if c["verdict"] == "pass" else "[red]FAIL[/red]"
         t.add_row(
-            c["name"] + (" [dim](control)[/dim]" if c["control"] else ""),
+            c["name"],
             ranks,
             f"{c['lora_params']:,}",
             f"{c['param_ratio']:.0%}",

@@ -36,14 +36,15 @@ class SyntheticTask(Task):
     def description(self) -> str:
         return (
             f"token classification ({CLASSES} classes) on a frozen random 2-layer encoder "
-            f"(hidden {HIDDEN}); labels from a rank-{self.teacher_rank} teacher; "
+            f"(hidden {HIDDEN}); labels from a rank-{self.teacher_rank} teacher "
+            "with a decaying spectrum; "
             f"{self.n_train} train / {self.n_eval} held-out sequences of {LENGTH} tokens"
         )
 
     def fingerprint(self) -> dict[str, Any]:
         return {
             "task": self.name,
-            "version": 1,
+            "version": 2,
             "teacher_rank": self.teacher_rank,
             "n_train": self.n_train,
             "n_eval": self.n_eval,
@@ -88,12 +89,14 @@ class SyntheticTask(Task):
             LoraConfig(r=self.teacher_rank, lora_alpha=self.teacher_rank, target_modules=list(TARGETS)),
         )
         g = torch.Generator().manual_seed(1234)
+        decay = 1.0 / torch.arange(1, self.teacher_rank + 1, dtype=torch.float32)
+        decay *= (self.teacher_rank / float((decay**2).sum())) ** 0.5  # same total energy as a flat one
         with torch.no_grad():
             for name, p in teacher.named_parameters():
                 if "lora_A" in name:
                     p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
-                elif "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=g) / self.teacher_rank**0.5)
+                elif "lora_B" in name:  # direction i carries weight ∝ 1/(i+1): a decaying spectrum
+                    p.copy_(torch.randn(p.shape, generator=g) * decay / self.teacher_rank**0.5)
         teacher.eval()
 
         def split(n: int, seed: int) -> tuple[Any, Any]:

@@ -117,7 +117,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int, str], None]]:
     if not sys.stderr.isatty():
 
         def line(done: int, total: int, label: str) -> None:
-            print(f"bench: [{done}/{total}] {label}", file=sys.stderr, flush=True)
+            print(f"bench: [{done}/{total or '?'}] {label}", file=sys.stderr, flush=True)
 
         yield line
         return
@@ -131,6 +131,6 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int, str], None]]:
         task = bar.add_task("", total=None)
 
         def update(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=label)
+            bar.update(task, completed=done, total=total or None, description=label)
 
         yield update
