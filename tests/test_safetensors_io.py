@@ -129,3 +129,28 @@ def test_fuzzed_structured_headers_only_raise_format_errors(header):
         return
     for info in infos.values():  # whatever passed validation lies inside the file
         assert 8 + len(blob) <= info.start <= info.end <= len(prefix)
+
+
+def test_any_byte_source_reads_like_the_file(tmp_path):
+    """The reader only asks ``read(offset, n)``: memory, a file or a Hub cache read alike."""
+    from gradience.adapters.safetensors_io import ByteSource, BytesSource, FileSource, SafetensorsFile
+
+    rng = np.random.default_rng(0)
+    arrays = {"a": rng.standard_normal((3, 5)).astype(np.float32), "b": rng.standard_normal(7)}
+    path = tmp_path / "m.safetensors"
+    from safetensors.numpy import save_file
+
+    save_file(arrays, str(path))
+    data = path.read_bytes()
+    with SafetensorsFile(path) as f, SafetensorsFile(BytesSource(data, "mem")) as m:
+        assert isinstance(f.source, FileSource) and isinstance(m.source, ByteSource)
+        for name in arrays:
+            np.testing.assert_array_equal(f.read(name), m.read(name))
+            np.testing.assert_array_equal(m.read(name), arrays[name])
+
+    class Dropping(BytesSource):  # a source whose reads come back short (a dropped connection)
+        def read(self, offset: int, n: int) -> bytes:
+            return super().read(offset, n if offset == 0 else n - 1)
+
+    with pytest.raises(AdapterFormatError, match="cut short"):
+        SafetensorsFile(Dropping(data, "dropping")).read("b")

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from gradience.errors import AdapterFormatError, LfsPointerError
 __all__ = [
     "DTYPES",
     "MAX_HEADER_BYTES",
+    "ByteSource",
+    "BytesSource",
+    "FileSource",
     "SafetensorsFile",
     "SafetensorsWriter",
     "TensorInfo",
@@ -189,31 +193,82 @@ def decode(raw: bytes | bytearray | memoryview, info: TensorInfo) -> np.ndarray:
     return arr.reshape(info.shape)
 
 
-class SafetensorsFile:
-    """A validated safetensors file whose tensors are read one at a time, on demand."""
+@runtime_checkable
+class ByteSource(Protocol):
+    """Where a weights file's bytes come from: a local file, a Hub range cache, memory.
+
+    The readers above it (safetensors parsing, tensor decoding, the audit) only ever ask for
+    ``read(offset, n)``, so they never learn where bytes live — which is what keeps the local
+    reader and the Hub reader from importing each other.
+    """
+
+    name: str
+    size: int
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes at ``offset`` (fewer only at the end of the file)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FileSource:
+    """A local file as a :class:`ByteSource` (``pread``: no shared file position)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.name = str(path)
         try:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            self._fd = os.open(path, os.O_RDONLY)
         except OSError as e:
             raise AdapterFormatError(f"cannot open weights: {e.strerror}", path=path) from e
-        try:
-            self.size = os.fstat(self._fd).st_size
-            head = os.pread(self._fd, 8, 0)
-            if head.startswith(LFS_POINTER_PREFIX[:8]):
-                head = os.pread(self._fd, 64, 0)
-            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
-            prefix = head if n > MAX_HEADER_BYTES else os.pread(self._fd, 8 + n, 0)
-            self.tensors, self.metadata = parse_header(prefix, self.size, path=self.path)
-        except BaseException:
-            os.close(self._fd)
-            raise
+        self.size = os.fstat(self._fd).st_size
+
+    def read(self, offset: int, n: int) -> bytes:
+        return os.pread(self._fd, n, offset) if n > 0 else b""
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class BytesSource:
+    """Bytes in memory as a :class:`ByteSource` (uploads, tests)."""
+
+    def __init__(self, data: bytes, name: str = "<memory>") -> None:
+        self.name, self._data, self.size = name, memoryview(data), len(data)
+
+    def read(self, offset: int, n: int) -> bytes:
+        return bytes(self._data[offset : offset + max(n, 0)])
+
+    def close(self) -> None:
+        pass
+
+
+class SafetensorsFile:
+    """A validated safetensors file whose tensors are read one at a time, on demand.
+
+    ``source`` is a path or any :class:`ByteSource`; only the header is read up front.
+    """
+
+    def __init__(self, source: str | Path | ByteSource) -> None:
+        self.source: ByteSource = source if isinstance(source, ByteSource) else FileSource(source)
+        self.path = Path(self.source.name)
+        self._fd = 0  # kept for subclasses that predate ByteSource (they set -1)
+        try:
+            self.size = self.source.size
+            head = self.source.read(0, 8)
+            if head.startswith(LFS_POINTER_PREFIX[:8]):
+                head = self.source.read(0, 64)
+            n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+            prefix = head if n > MAX_HEADER_BYTES else self.source.read(0, 8 + n)
+            self.tensors, self.metadata = parse_header(prefix, self.size, path=self.path)
+        except BaseException:
+            self.source.close()
+            raise
+
+    def close(self) -> None:
+        self.source.close()
 
     def __enter__(self) -> SafetensorsFile:
         return self
@@ -222,8 +277,8 @@ class SafetensorsFile:
         self.close()
 
     def _pread(self, nbytes: int, offset: int) -> bytes:
-        """The bytes at ``offset``; subclasses read them from elsewhere (a range cache)."""
-        return os.pread(self._fd, nbytes, offset)
+        """The bytes at ``offset``, from the source."""
+        return self.source.read(offset, nbytes)
 
     def read_raw(self, name: str) -> bytes:
         """One tensor's bytes, exactly as stored."""
