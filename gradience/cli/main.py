@@ -29,7 +29,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gradience.cli import action_cmd, audit_cmd, compress_cmd, diff_cmd, merge_cmd, monitor_cmd, regimes_cmd
+    from gradience.cli import (
+        action_cmd,
+        audit_cmd,
+        bench_cmd,
+        bot_cmd,
+        compress_cmd,
+        crawl_cmd,
+        diff_cmd,
+        ecosystem_cmd,
+        merge_cmd,
+        monitor_cmd,
+        regimes_cmd,
+    )
 
     parser = _Parser(
         prog="gradience",
@@ -37,23 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gradience {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    audit_cmd.register(sub)
-    compress_cmd.register(sub)
-    monitor_cmd.register(sub)
-    regimes_cmd.register(sub)
-    merge_cmd.register(sub)
-    diff_cmd.register(sub)
-    action_cmd.register(sub)
-    from gradience.cli import crawl_cmd, ecosystem_cmd  # the ecosystem dataset (issue 15)
-
-    crawl_cmd.register(sub)
-    ecosystem_cmd.register(sub)
-    from gradience.cli import bot_cmd  # the Hub bot and badge PRs
-
-    bot_cmd.register(sub)
-    from gradience.cli import bench_cmd  # multi-seed rank evidence (issue 14)
-
-    bench_cmd.register(sub)
+    # the order of `gradience --help`: audits first, then merges, training, and the services
+    for module in (
+        audit_cmd, compress_cmd, diff_cmd, merge_cmd, bench_cmd, monitor_cmd, regimes_cmd,
+        action_cmd, bot_cmd, crawl_cmd, ecosystem_cmd,
+    ):  # fmt: skip
+        module.register(sub)
     return parser
 
 
