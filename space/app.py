@@ -62,9 +62,16 @@ COPY_LINK_JS = """() => {
   if (b) { const t = b.textContent; b.textContent = 'Link copied ✓'; setTimeout(() => b.textContent = t, 1500); }
 }"""
 
+# The address's audit inputs, read in the browser (so they are exactly what the address says).
+READ_URL_JS = """() => {
+  const p = new URLSearchParams(window.location.search);
+  return [p.get('repo') || '', p.get('revision') || '', p.get('subfolder') || ''];
+}"""
+
 # After an audit, put what was audited in the address bar so the page can be shared.
 SET_URL_JS = """(report) => {
-  const s = (report && report.source) || {};
+  if (!report || !report.source) return [];
+  const s = report.source;
   const u = new URL(window.location.href);
   for (const k of ['repo', 'revision', 'subfolder']) u.searchParams.delete(k);
   const q = [];
@@ -162,26 +169,34 @@ def _copy_inputs(repo: str, revision: str, subfolder: str, files: list[str] | No
     return repo, revision, subfolder, files
 
 
-def _from_url(request: gr.Request) -> tuple[Any, ...]:
-    """``?repo=…&revision=…&subfolder=…`` (shared links and badges) fill the audit inputs."""
-    q = request.query_params if request else {}
-    repo = (q.get("repo") or "").strip()
-    if not repo:
+def _from_url(repo: str, revision: str, subfolder: str) -> tuple[Any, ...]:
+    """``?repo=…&revision=…&subfolder=…`` (shared links and badges), read by the browser
+    (``READ_URL_JS``), fill the audit inputs."""
+    if not (repo or "").strip():
         return tuple(gr.skip() for _ in range(3))
-    return repo, (q.get("revision") or "").strip(), (q.get("subfolder") or "").strip()
+    return repo.strip(), (revision or "").strip(), (subfolder or "").strip()
 
 
 def _audit_if_named(
     repo: str,
     revision: str,
     subfolder: str,
-    request: gr.Request,
     oauth_token: gr.OAuthToken | None = None,
     progress: gr.Progress = gr.Progress(),  # noqa: B008
 ) -> tuple[Any, ...]:
     """The landing page's audit: only when the address named a repo."""
-    if not (request and (request.query_params.get("repo") or "").strip()):
+    if not (repo or "").strip():
         return gr.skip(), gr.skip()
+    return audit(repo, revision, subfolder, None, oauth_token, progress)
+
+
+def _audit_typed(
+    repo: str,
+    revision: str,
+    subfolder: str,
+    oauth_token: gr.OAuthToken | None = None,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008
+) -> tuple[Any, ...]:
     return audit(repo, revision, subfolder, None, oauth_token, progress)
 
 
@@ -401,10 +416,16 @@ def build() -> gr.Blocks:
                 api_visibility="private",
             ).success(None, report_state, None, js=SET_URL_JS, api_visibility="private")
 
-        run = gr.on(
-            [audit_btn.click, repo.submit], _clear_audit, None, clear_outputs, api_visibility="private"
-        ).then(audit, audit_inputs, [report_state, report_file], api_name="audit", concurrency_id="work")
+        run = audit_btn.click(_clear_audit, None, clear_outputs, api_visibility="private").then(
+            audit, audit_inputs, [report_state, report_file], api_name="audit", concurrency_id="work"
+        )
         after(run)
+        # Enter in the repo box audits what was typed, even if an upload's removal is still in flight.
+        typed = repo.submit(_clear_audit, None, clear_outputs, api_visibility="private").then(
+            _audit_typed, [repo, revision, subfolder], [report_state, report_file], api_visibility="private",
+            concurrency_id="work",
+        )  # fmt: skip
+        after(typed)
         for btn, path in example_btns.items():
             ex = btn.click(
                 lambda p=path: (p, "", "", None), None, audit_inputs, api_visibility="private"
@@ -416,7 +437,10 @@ def build() -> gr.Blocks:
         repo.input(lambda: None, None, files, api_visibility="private")
         layer.change(_spectrum, [report_state, layer], spectrum_plot, api_visibility="private")
         copy_link.click(None, None, None, js=COPY_LINK_JS, api_visibility="private")
-        landing = demo.load(_from_url, None, [repo, revision, subfolder], api_visibility="private")
+        landing = demo.load(
+            _from_url, [repo, revision, subfolder], [repo, revision, subfolder], js=READ_URL_JS,
+            api_visibility="private",
+        )  # fmt: skip
         after(
             landing.then(
                 _audit_if_named,

@@ -22,7 +22,7 @@ from typing import Any
 
 import gradio as gr
 from notices import err, notice
-from sources import Source, audit_source, hub_source, merge_sources
+from sources import Source, audit_source, bundled, hub_source, merge_sources
 
 import gradience
 from gradience.errors import GradienceError
@@ -369,6 +369,11 @@ def badge(
     """
     if not (repo or "").strip():
         raise err("enter the Hub repo id of the adapter the badge is for", title="Nothing to badge")
+    if bundled(repo) is not None:
+        raise err(
+            f"{repo.strip()} is a bundled example, not a Hub repo: badges go on a Hub repo's model card",
+            title="Badges are for Hub repos",
+        )
     src = hub_source(repo, revision or "", subfolder or "")
     report = _audit_report(src, _options(oauth_token), gr.Progress())
     return badge_markdown(src.repo_id or "", report)

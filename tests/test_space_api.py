@@ -146,6 +146,7 @@ def test_untrained_adapter_has_no_rank(client: Any) -> None:
     e = _app_error(client, "examples/untrained-r8", api_name="/compress")
     assert e.title == "Untrained adapter" and "nothing to compress" in e.message.lower()
     assert "untrained" in client.predict(EXAMPLE_REPOS["untrained-r8"], api_name="/badge")
+    assert _app_error(client, "examples/untrained-r8", api_name="/badge").title == "Badges are for Hub repos"
 
 
 def test_merge_audit_two_repos(client: Any) -> None:

@@ -79,16 +79,25 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def context(browser: Any) -> Iterator[Any]:
+    """One desktop context for the light-theme scenarios: its cache keeps the page's scripts."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 1000})
     ctx.grant_permissions(["clipboard-read", "clipboard-write"])
-    pg = ctx.new_page()
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@pytest.fixture
+def page(context: Any) -> Iterator[Any]:
+    pg = context.new_page()
     pg.set_default_timeout(WAIT)
     try:
         yield pg
     finally:
-        ctx.close()
+        pg.close()
 
 
 def _shot(page: Any, name: str) -> None:
@@ -108,7 +117,11 @@ def _audited(page: Any) -> str:
 
 
 def _wait_audited(page: Any, name: str) -> None:
-    page.locator("#audited-source", has_text=name).wait_for()
+    try:
+        page.locator("#audited-source", has_text=name).wait_for()
+    except Exception:
+        page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)  # for whoever debugs it
+        raise
 
 
 def _rec(name: str) -> dict[str, Any]:
@@ -123,14 +136,18 @@ def _toast(page: Any, title: str) -> str:
     return toast.inner_text()
 
 
-def test_landing_then_audit_by_link(page: Any, page_url: str) -> None:
+def test_landing_then_audit_by_link(context: Any, page: Any, page_url: str) -> None:
     page.goto(page_url, wait_until="domcontentloaded")
     page.get_by_role("button", name="r=64, mostly unused").wait_for()
     # No empty results on landing: no table, no plots, no placeholder headers.
     assert not page.locator("#layer-table").is_visible()
     assert not page.locator("#audit-summary").is_visible()
+    page.close()
 
+    # A shared link, opened in a new tab, runs the audit it names.
     repo = EXAMPLE_REPOS["overprovisioned-r64"]
+    page = context.new_page()
+    page.set_default_timeout(WAIT)
     page.goto(f"{page_url}?repo={repo}", wait_until="domcontentloaded")
     _wait_audited(page, repo)
     rec = _rec("overprovisioned-r64")
@@ -233,7 +250,7 @@ def test_dark_mode_and_a_phone(browser: Any, page_url: str) -> None:
         _shot(page, "space-audit-dark.png")
     finally:
         ctx.close()
-    ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     try:
         page = ctx.new_page()
         page.set_default_timeout(WAIT)
