@@ -128,12 +128,13 @@ def _clear_audit() -> tuple[Any, ...]:
         "",  # PR message
         gr.update(value=None, visible=False),  # compressed file
         "",  # compress summary
+        "",  # Markdown report
     )
 
 
 def _render_audit(report: dict[str, Any] | None) -> tuple[Any, ...]:
     if not report:
-        return tuple(gr.skip() for _ in range(11))
+        return tuple(gr.skip() for _ in range(12))
     choices, most = render.layer_choices(report)
     src = report.get("source") or {}
     if src.get("kind") == "hub" and src.get("repo"):
@@ -157,6 +158,7 @@ def _render_audit(report: dict[str, Any] | None) -> tuple[Any, ...]:
         b_code,
         b_note,
         gr.update(visible=True),  # copy-link button
+        render.markdown_report(report),
     )
 
 
@@ -321,6 +323,14 @@ def build() -> gr.Blocks:
                         label="Recommended rank as a peft.LoraConfig", language="python", elem_id="rank-code"
                     )
                     report_file = gr.File(label="Full JSON report")
+                with gr.Accordion("The audit as Markdown (for a model card, an issue or a PR)", open=False):
+                    report_md = gr.Code(
+                        language="markdown",
+                        wrap_lines=True,
+                        show_label=False,
+                        buttons=["copy"],
+                        elem_id="report-md",
+                    )
         with gr.Tab("Compress", id="compress"):
             gr.Markdown(
                 "Write the best lower-rank version of an adapter (the optimal truncation of every "
@@ -404,9 +414,9 @@ def build() -> gr.Blocks:
         audit_inputs = [repo, revision, subfolder, files]
         report_state = gr.JSON(visible=False, label="audit report")
         clear_outputs = [results, report_state, summary, table, layer, spectrum_plot, heatmap, rank_code,
-                         report_file, b_repo, b_code, b_note, pr_md, c_file, c_md]  # fmt: skip
+                         report_file, b_repo, b_code, b_note, pr_md, c_file, c_md, report_md]  # fmt: skip
         render_outputs = [results, summary, table, layer, spectrum_plot, heatmap, rank_code,
-                          b_repo, b_code, b_note, copy_link]  # fmt: skip
+                          b_repo, b_code, b_note, copy_link, report_md]  # fmt: skip
 
         def after(dep: Any) -> None:
             dep.success(_render_audit, report_state, render_outputs, api_visibility="private").success(

@@ -12,7 +12,7 @@ from typing import Any
 import plots
 
 from gradience.report.badge import badge_for
-from gradience.report.markdown import interpretation
+from gradience.report.markdown import audit_markdown, interpretation
 
 _TONE = {"red": "bad", "orange": "warn", "yellow": "meh", "brightgreen": "good"}
 
@@ -86,6 +86,13 @@ def headline(report: dict[str, Any]) -> str:
     )
     sentence = f'<p class="g-answer">{html.escape(interpretation(report))}</p>'
     return head + sentence + '<div class="g-cards">' + "".join(cards) + "</div>"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The core's Markdown rendering of the audit (the API view names its source ``name``)."""
+    src = dict(report.get("source") or {})
+    src.setdefault("path", src.get("name"))
+    return audit_markdown({**report, "source": src})
 
 
 def layer_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

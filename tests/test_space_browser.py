@@ -162,12 +162,19 @@ def test_landing_then_audit_by_link(context: Any, page: Any, page_url: str) -> N
     page.get_by_role("button", name="Copy link to this audit").click()
     assert page.evaluate("navigator.clipboard.readText()") == page.url
     _shot(page, "space-audit.png")
+    page.get_by_text("The audit as Markdown").click()
+    assert f"Gradience audit: `{repo}@main`" in page.locator("#report-md").inner_text()
 
 
 def test_failed_audit_clears_the_page(page: Any, page_url: str) -> None:
     page.goto(page_url, wait_until="domcontentloaded")
-    page.get_by_role("button", name="r=8, healthy").click()
-    _wait_audited(page, "examples/healthy-r8")
+    page.get_by_role("button", name="r=8, never trained").click()
+    _wait_audited(page, "examples/untrained-r8")
+    # An untrained adapter: no invented rank, no spectrum drawn at a made-up floor.
+    assert "has not been trained" in page.locator("#audit-summary").inner_text()
+    assert "No spectrum to draw" in page.locator("#spectrum-plot").inner_text()
+    assert "No rank to recommend" in page.locator("#rank-code").inner_text()
+    assert "r=None" not in page.content()
     box = _box(page, "repo-box")
     box.fill("nobody/no-such-adapter")
     box.press("Enter")
@@ -176,7 +183,7 @@ def test_failed_audit_clears_the_page(page: Any, page_url: str) -> None:
     assert not page.locator("#layer-table").is_visible()
     page.get_by_role("tab", name="Badge").click()
     assert _box(page, "badge-repo").input_value() == ""
-    assert "healthy" not in page.locator("#badge-code").inner_text()
+    assert "untrained" not in page.locator("#badge-code").inner_text()
 
 
 def test_upload_then_typed_id(page: Any, page_url: str) -> None:
