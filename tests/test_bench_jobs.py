@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,23 @@ def test_jobs_need_a_token_and_a_sane_timeout(hub, monkeypatch):
         run_on_jobs(BenchConfig(), token=None, quiet=True)
     with pytest.raises(UsageError, match="timeout"):
         run_on_jobs(BenchConfig(), token=hub.tokens["alice"], timeout="soon", quiet=True)
+
+
+def test_ctrl_c_cancels_the_remote_job(hub, api, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    env["HF_TOKEN"] = hub.tokens["alice"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "gradience", "bench", "--on", "hf-jobs", "--namespace", "alice",
+         "--timeout", "10m", "--steps", "100000", "--out", str(tmp_path / "out")],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        line = p.stderr.readline()
+        assert line.startswith("bench: job "), line
+        job_id = line.split()[2]
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and f"cancelled job {job_id}" in err
+    assert api.inspect_job(job_id=job_id, namespace="alice").status.stage == "CANCELED"
