@@ -148,7 +148,7 @@ class PR:
             "repository": {"full_name": REPO, "name": "adapters", "owner": {"login": "acme"}},
             "sender": {"login": "contributor"},
         }  # fmt: skip
-        (d / "event.json").write_text(json.dumps(payload if event != "workflow_run" else event_payload))
+        (d / "event.json").write_text(json.dumps(payload if event_payload is None else event_payload))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_"))}
         env.update(
             GITHUB_EVENT_PATH=str(d / "event.json"), GITHUB_EVENT_NAME=event, GITHUB_REPOSITORY=REPO,
@@ -171,7 +171,8 @@ class PR:
         if report is not None:
             _validate(report)
         run = Run(p.returncode, p.stdout, p.stderr, summary, outputs, report)
-        for secret in (TOKEN, READ_TOKEN, PAT):  # nothing secret is ever printed or written
+        hf_token = (extra_env or {}).get("HF_TOKEN")
+        for secret in (TOKEN, READ_TOKEN, PAT, *([hf_token] if hf_token else [])):  # nothing secret leaks
             everything = [run.stdout.replace(f"::add-mask::{secret}", ""), run.stderr, run.summary,
                           json.dumps(run.outputs), json.dumps(run.report)]  # fmt: skip
             assert all(secret not in text for text in everything), "a token leaked"
@@ -486,3 +487,19 @@ def test_workflow_run_comments_for_a_fork_after_checking_the_head(tmp_path, gh):
     forged = pr.run("--pr-number", "8", event="workflow_run", payload=trusted)
     assert forged.code == 2 and "refusing to comment" in forged.stderr
     assert len(pr.comments()) == 1 and gh.comments(REPO, 8) == []
+
+
+def test_a_maintainers_comment_on_the_pull_request_runs_it_again(tmp_path, gh):
+    pr = PR(tmp_path, gh, head_repo=FORK)
+    base = commit(pr.repo, "empty")
+    put(pr.repo, "lora", "healthy-r8")
+    pr.open(base, commit(pr.repo, "add"))
+    event = {"action": "created", "issue": {"number": pr.number, "pull_request": {"url": "..."}},
+             "comment": {"body": "/gradience bench", "author_association": "MEMBER"}}  # fmt: skip
+    run = pr.run(event="issue_comment", payload=event)
+    assert run.code == 0, run.stderr
+    assert run.report["pull_request"]["head_sha"] == pr.head  # read from GitHub, not the comment
+    assert "`lora` | added |" in pr.comments()[0].body
+    event["comment"]["author_association"] = "NONE"  # a passer-by cannot start work
+    stranger = pr.run(event="issue_comment", payload=event)
+    assert stranger.code == 2 and "only owners, members and collaborators" in stranger.stderr

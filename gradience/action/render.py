@@ -189,11 +189,17 @@ def footer(ctx: Context) -> str:
     return "<sub>" + " · ".join(bits) + "</sub>\n"
 
 
-def digest(results: Sequence[AdapterResult], merges: Sequence[dict[str, Any]], ctx: Context) -> str:
+def digest(
+    results: Sequence[AdapterResult],
+    merges: Sequence[dict[str, Any]],
+    ctx: Context,
+    sections: Sequence[str] = (),
+) -> str:
     """A fingerprint of what the comment reports, without commit ids or run links: two pushes
     that leave every adapter's numbers alone give the same digest (``--skip-unchanged``)."""
     rows = [_row(r) for r in ordered(results)]
-    payload = {"rows": rows, "merges": merge_table(merges), "verdict": ctx.verdict, "fail_on": ctx.fail_on}
+    payload = {"rows": rows, "merges": merge_table(merges), "verdict": ctx.verdict, "fail_on": ctx.fail_on,
+               "sections": list(sections)}  # fmt: skip
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -203,20 +209,24 @@ def comment(
     ctx: Context,
     scope: str,
     notes: Sequence[str] = (),
+    sections: Sequence[str] = (),
 ) -> str:
+    """The comment; ``sections`` (Markdown, e.g. the GPU bench's) go under the table and count
+    in the digest."""
+    fingerprint = digest_line(digest(results, merges, ctx, sections))
     parts = [marker(scope), "### Gradience: LoRA adapter audit", "", headline(results, ctx), ""]
     if results:
         parts.append(table(results))
     if merges:
         parts.append(merge_table(merges))
     parts += [f"> {cell(n)}" for n in notes]
-    parts += ["", footer(ctx), digest_line(digest(results, merges, ctx))]
+    parts += [*sections, "", footer(ctx), fingerprint]
     body = "\n".join(parts) + "\n"
     if len(body) > COMMENT_LIMIT:  # thousands of adapters: keep the head and the verdict
         keep = COMMENT_LIMIT - 2000
         cut = body[:keep].rsplit("\n", 1)[0]
         body = "\n".join([cut, "", "_(table cut at GitHub's comment limit; see the job summary)_", "",
-                          footer(ctx), digest_line(digest(results, merges, ctx))]) + "\n"  # fmt: skip
+                          footer(ctx), fingerprint]) + "\n"  # fmt: skip
     return body
 
 

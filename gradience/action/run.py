@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -97,12 +97,20 @@ def run(
     verdict = _verdict(results, merges, settings.fail_on)
     ctx = Context(runner.repository, pr.number, pr.head_sha, pr.base_sha if base_ok else None, settings.policy,
                   settings.fail_on, verdict, runner.run_url, __version__)  # fmt: skip
-    body = comment(results, merges, ctx, settings.comment_scope, notes)
-    posted = _post(settings, gh, pull, body, bool(results), untrusted, notes, cmds)
+
+    def publish(sections: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
+        body = comment(results, merges, ctx, settings.comment_scope, notes, sections)
+        return body, _post(settings, gh, pull, body, bool(results or sections), untrusted, notes, cmds)
+
+    body, posted = publish()
+    bench = None
+    if settings.bench:
+        bench, body, posted = _bench(settings, runner, pr, untrusted, env, cmds, publish)
 
     bundle = runner.temp / f"gradience-action-{settings.comment_scope}"  # one per scope, as comments
     bundle.mkdir(parents=True, exist_ok=True)
     report = _report(runner, pr, settings, verdict, results, merges, posted, notes)
+    report["bench"] = bench.to_dict() if bench else None
     text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
     report_path = (bundle / "report.json").resolve()
     report_path.write_text(text, encoding="utf-8")
@@ -209,17 +217,55 @@ def _post(
         pull, body, scope=settings.comment_scope, mode=settings.comment,
         skip_unchanged=settings.skip_unchanged, create=anything or settings.comment == "new",
     )  # fmt: skip
-    if not res.posted and res.mode == "failed":
-        notes.append(f"the comment could not be posted: {res.reason}; it is in the job summary and the "
-                     "report artifact")  # fmt: skip
+    note = f"the comment could not be posted: {res.reason}; it is in the job summary and the report artifact"
+    if not res.posted and res.mode == "failed" and note not in notes:
+        notes.append(note)
         cmds.annotate("warning", f"gradience: comment not posted: {res.reason}")
     return res.to_dict()
+
+
+def _bench(
+    settings: Settings,
+    runner: Runner,
+    pr: PullRequest,
+    untrusted: bool,
+    env: Mapping[str, str],
+    cmds: Commands,
+    publish: Callable[[Sequence[str]], tuple[str, dict[str, Any]]],
+) -> tuple[Any, str, dict[str, Any]]:
+    """The GPU bench: pending in the comment, run on HF Jobs, then its result in the comment."""
+    from gradience.action.bench import BenchOutcome, run_bench, section
+
+    flavor, timeout = settings.bench_flavor, settings.bench_timeout
+    reason = None
+    if untrusted:
+        reason = "untrusted head on pull_request_target"
+    elif pr.from_fork and runner.event_name == "pull_request":
+        reason = "a fork's pull request gets no secrets; a maintainer can comment /gradience bench"
+    if reason:
+        outcome = BenchOutcome("skipped", flavor, timeout, reason)
+    else:
+        publish([section(BenchOutcome("pending", flavor, timeout))])
+        cmds.group(f"GPU bench on HF Jobs ({flavor}, timeout {timeout})")
+        outcome = run_bench(
+            config_path=str(runner.workspace / settings.bench_config) if settings.bench_config else None,
+            flavor=flavor, timeout=timeout, namespace=settings.bench_namespace, image=settings.bench_image,
+            token=env.get("HF_TOKEN") or None, repository=runner.repository, pr_number=pr.number,
+            commit=pr.head_sha, log=lambda line: cmds.out.write(line + "\n"),
+        )  # fmt: skip
+        cmds.endgroup()
+        if outcome.status == "failed":
+            cmds.annotate("warning", f"gradience: GPU bench failed: {outcome.message}")
+    body, posted = publish([section(outcome)])
+    return outcome, body, posted
 
 
 def _pull_request(runner: Runner, gh: Any, pr_number: int | None) -> PullRequest:
     """The pull request: from the event payload, or — on ``workflow_run``, whose payload names
     no pull request for forks — from ``pr_number``, trusted only if GitHub says its head is the
     commit the triggering run audited."""
+    if runner.event_name == "issue_comment":
+        return _commented_pull_request(runner, gh)
     if runner.event_name != "workflow_run":
         return runner.pull_request()
     if pr_number is None:
@@ -234,14 +280,36 @@ def _pull_request(runner: Runner, gh: Any, pr_number: int | None) -> PullRequest
             f"pull request #{pr_number} is at {pull.head.sha[:12]}, not at the commit the triggering run "
             f"audited ({str(expected)[:12]}); refusing to comment on it"
         )
+    return _from_api(pull)
+
+
+def _from_api(pull: Any) -> PullRequest:
     return PullRequest(
-        number=pr_number,
+        number=pull.number,
         head_sha=pull.head.sha,
         base_sha=pull.base.sha,
         head_repo=pull.head.repo.full_name if pull.head.repo else "(deleted fork)",
         base_repo=pull.base.repo.full_name,
         html_url=pull.html_url or "",
     )
+
+
+#: Who may start work (a GPU bench) by commenting on a pull request.
+TRUSTED_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR")
+
+
+def _commented_pull_request(runner: Runner, gh: Any) -> PullRequest:
+    """``issue_comment`` (a ``/gradience bench`` comment): the pull request commented on, if the
+    commenter may start work in this repository."""
+    issue = runner.event.get("issue") or {}
+    who = (runner.event.get("comment") or {}).get("author_association")
+    if "pull_request" not in issue or not isinstance(issue.get("number"), int):
+        raise UsageError("this comment is not on a pull request")
+    if who not in TRUSTED_ASSOCIATIONS:
+        raise UsageError(f"only owners, members and collaborators may start this (the commenter is {who})")
+    if gh is None:
+        raise UsageError("on issue_comment, a GitHub token is needed to read the pull request")
+    return _from_api(gh.pull(issue["number"]))
 
 
 def _hub_results(settings: Settings, rules: Any, env: Mapping[str, str]) -> list[AdapterResult]:

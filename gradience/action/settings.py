@@ -68,6 +68,12 @@ class Settings:
     policy: str = "energy@0.9"
     report: Path | None = None
     allow_untrusted: bool = False
+    bench: bool = False
+    bench_flavor: str = "a10g-small"
+    bench_timeout: str = "45m"
+    bench_config: str | None = None
+    bench_namespace: str | None = None
+    bench_image: str | None = None
 
     def rules(self) -> Any:
         from gradience.diff import Rules
@@ -136,7 +142,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
             raise UsageError(f"comment-scope must be 1-64 letters, digits, '.', '_' or '-', got {v!r}",
                              param="comment_scope")  # fmt: skip
         d["comment_scope"] = v.strip()
-    for name in ("skip_unchanged", "allow_untrusted"):
+    for name in ("skip_unchanged", "allow_untrusted", "bench"):
         if (v := raw(name)) is not None:
             d[name] = _bool(name, v)
     if (v := raw("merge_pairs")) is not None:
@@ -151,6 +157,18 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         d["policy"] = v.strip()
     if (v := raw("report")) is not None:
         d["report"] = Path(v)
+    for name in ("bench_flavor", "bench_timeout", "bench_config", "bench_namespace", "bench_image"):
+        if (v := raw(name)) is not None:
+            d[name] = v.strip()
+    if d.get("bench"):
+        if not d.get("bench_timeout", Settings.bench_timeout):
+            raise UsageError("a bench needs a timeout, e.g. 45m", param="bench_timeout")
+        try:
+            from gradience.bench.jobs import parse_timeout
+        except ImportError:  # an install without the bench module: run_bench says so
+            pass
+        else:
+            parse_timeout(d.get("bench_timeout", Settings.bench_timeout))
     settings = Settings(**d)
     settings.rules()  # bad flags or thresholds fail here, before any network call
     return settings

@@ -43,6 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--report", help="also write the JSON report here")
     r.add_argument("--allow-untrusted", dest="allow_untrusted", action="store_const", const="true",
                    help="comment on pull_request_target even when the head comes from a fork")  # fmt: skip
+    b = r.add_argument_group("GPU bench on HF Jobs (gradience bench --on hf-jobs)")
+    b.add_argument(
+        "--bench", action="store_const", const="true", help="run the bench and report it in the comment"
+    )
+    b.add_argument("--bench-flavor", dest="bench_flavor", help="HF Jobs hardware (default a10g-small)")
+    b.add_argument("--bench-timeout", dest="bench_timeout", help="always set: e.g. 45m (default), 2h")
+    b.add_argument("--bench-config", dest="bench_config", help="bench settings (TOML) in the checkout")
+    b.add_argument(
+        "--bench-namespace", dest="bench_namespace", help="HF Jobs namespace (default: the token's user)"
+    )
+    b.add_argument(
+        "--bench-image", dest="bench_image", help="HF Jobs image (default: the project's bench image)"
+    )
     r.add_argument("--pr-number", dest="pr_number", type=int,
                    help="on workflow_run: the pull request (checked against the run's head commit)")  # fmt: skip
     r.add_argument("--github-token", dest="github_token",
@@ -58,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from gradience.action.settings import resolve
 
     names = ("paths", "hub_repos", "fail_on", "min_utilization", "max_rank_ratio", "forbid_flags", "comment",
-             "comment_scope", "skip_unchanged", "merge_pairs", "policy", "report", "allow_untrusted")  # fmt: skip
+             "comment_scope", "skip_unchanged", "merge_pairs", "policy", "report", "allow_untrusted", "bench",
+             "bench_flavor", "bench_timeout", "bench_config", "bench_namespace", "bench_image")  # fmt: skip
     settings = resolve({n: getattr(args, n) for n in names}, os.environ)
     pr_number = args.pr_number
     if pr_number is None and os.environ.get("INPUT_PR_NUMBER"):
