@@ -130,10 +130,12 @@ class GitHub:
 
         author = author or self.login()
         tag = marker(scope)
+        # the pull request's conversation, addressed by number (no request, no reliance on issue_url)
+        issue = self._repo.get_issue(pull.number)
         try:
             existing = None
             if mode == "sticky":
-                existing = next((c for c in pull.get_issue_comments() if self._ours(c, tag, author)), None)
+                existing = next((c for c in issue.get_comments() if self._ours(c, tag, author)), None)
             if existing is not None:
                 if skip_unchanged and read_digest(existing.body) == read_digest(body):
                     return CommentResult("unchanged", True, existing.id, existing.html_url)
@@ -143,7 +145,7 @@ class GitHub:
                 return CommentResult("edited", True, existing.id, existing.html_url)
             if not create:
                 return CommentResult("skipped", False, reason="nothing to report and no earlier comment")
-            c = pull.create_issue_comment(body)
+            c = issue.create_comment(body)
             return CommentResult("created", True, c.id, c.html_url)
         except GithubException as e:
             reason = _explain(e)
