@@ -503,3 +503,21 @@ def test_a_maintainers_comment_on_the_pull_request_runs_it_again(tmp_path, gh):
     event["comment"]["author_association"] = "NONE"  # a passer-by cannot start work
     stranger = pr.run(event="issue_comment", payload=event)
     assert stranger.code == 2 and "only owners, members and collaborators" in stranger.stderr
+
+
+def test_changes_are_measured_from_where_the_branch_left_the_base(tmp_path, gh):
+    pr = PR(tmp_path, gh)
+    put(pr.repo, "shared", "untrained-r8")
+    fork_point = commit(pr.repo, "untrained adapter")
+    git(pr.repo, "checkout", "-q", "-b", "feature")
+    put(pr.repo, "shared", "healthy-r8")
+    head = commit(pr.repo, "train it")
+    git(pr.repo, "checkout", "-q", "main")
+    put(pr.repo, "shared", "overprovisioned-r64")  # the base branch moves on meanwhile
+    base_tip = commit(pr.repo, "someone else's change")
+    pr.open(base_tip, head)
+    run = pr.run("--comment", "off")
+    (a,) = run.report["adapters"]
+    assert run.report["pull_request"]["base_sha"] == fork_point
+    assert a["status"] == "changed" and a["diff"]["flags"]["cleared"] == ["untrained"]  # not over_provisioned
+    assert a["diff"]["base"]["r"] == 8

@@ -95,6 +95,12 @@ class GitRepo:
             self._git("fetch", "--quiet", "--no-tags", "origin", f"refs/pull/{pr_ref}/head", check=False)
         return self.has_commit(sha)
 
+    def merge_base(self, base: str, head: str) -> str | None:
+        """Where the pull request's branch left the base branch (None in a too-shallow clone)."""
+        p = self._git("merge-base", base, head, check=False)
+        out = p.stdout.decode().strip()
+        return out if p.returncode == 0 and out else None
+
     def changed_files(self, base: str, head: str) -> list[ChangedFile]:
         """The pull request's files from git itself (used when no token can ask GitHub)."""
         p = self._git("diff", "--name-status", "-z", "-M", f"{base}...{head}")

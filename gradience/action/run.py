@@ -8,6 +8,7 @@ every output exists, so a failing check still leaves its summary and report behi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -88,6 +89,10 @@ def run(
         notes.append(
             f"the base commit {pr.base_sha[:12]} is not in the checkout: adapters are shown without a base"
         )
+    if base_ok:
+        # what the pull request changes, as GitHub shows it: against the point where its branch
+        # left the base branch, not against whatever the base branch has gained since
+        pr = dataclasses.replace(pr, base_sha=git.merge_base(pr.base_sha, pr.head_sha) or pr.base_sha)
     pull = gh.pull(pr.number) if gh is not None else None
     folders = _folders(settings, git, gh, pull, pr, base_ok, notes)
     results, merges = _audit_all(settings, git, runner.workspace, pr, base_ok, folders, env)
