@@ -155,8 +155,8 @@ def test_landing_then_audit_by_link(context: Any, page: Any, page_url: str) -> N
     assert f"r{rec['nominal_r']} → {rec['rank']}" in summary.inner_text()  # the single recommendation
     assert "Over-provisioned" in summary.inner_text()  # the one-sentence answer
     assert page.locator("#layer-table").get_by_text("down_proj").count() >= 1
-    page.locator("#spectrum-plot svg").wait_for()
-    page.locator("#util-heatmap svg").wait_for()
+    page.locator("#spectrum-plot svg[role=img]").wait_for()
+    page.locator("#util-heatmap svg[role=img]").wait_for()
     assert "?repo=" + repo in page.url
     assert f"r={rec['rank']}," in page.locator("#rank-code").inner_text()
     page.get_by_role("button", name="Copy link to this audit").click()
@@ -250,7 +250,7 @@ def test_dark_mode_and_a_phone(browser: Any, page_url: str) -> None:
         page.set_default_timeout(WAIT)
         page.goto(f"{page_url}?repo={repo}&__theme=dark", wait_until="domcontentloaded")
         _wait_audited(page, repo)
-        page.locator("#util-heatmap svg").wait_for()
+        page.locator("#util-heatmap svg[role=img]").wait_for()
         # The plots' text follows the theme: light ink on the dark page.
         ink = page.evaluate("getComputedStyle(document.querySelector('#util-heatmap figure')).color")
         assert _luminance(ink) > 0.6
@@ -263,9 +263,9 @@ def test_dark_mode_and_a_phone(browser: Any, page_url: str) -> None:
         page.set_default_timeout(WAIT)
         page.goto(f"{page_url}?repo={repo}", wait_until="domcontentloaded")
         _wait_audited(page, repo)
-        page.locator("#spectrum-plot svg").wait_for()
+        page.locator("#spectrum-plot svg[role=img]").wait_for()
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing sticks out sideways
-        assert page.locator("#spectrum-plot svg").bounding_box()["width"] <= 390
+        assert page.locator("#spectrum-plot svg[role=img]").bounding_box()["width"] <= 390
         assert page.locator("#layer-table").get_by_text("q_proj").first.is_visible()
         _shot(page, "space-audit-390.png")
     finally:
