@@ -22,6 +22,8 @@ class BenchConfig:
         seeds: how many seeds (0 … seeds−1) each configuration is trained with.
         tolerance: the worst-seed change versus the probe a candidate may show, in points.
         modes: ``truncated`` (the probe's SVD truncation) and/or ``retrained`` (from scratch).
+        lr: the learning rate (default: the task's own, 1e-2 for the embedded task, 2e-4 on
+            Hub models).
         threads: torch CPU threads (0: torch's default).
     """
 
@@ -31,7 +33,7 @@ class BenchConfig:
     tolerance: float = -2.5
     steps: int = 300
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float | None = None
     policy: str = "energy@0.9"
     modes: tuple[str, ...] = MODES
     threads: int = 1
@@ -51,7 +53,7 @@ class BenchConfig:
             raise UsageError(
                 f"tolerance must be a number ≤ 0 (points), got {self.tolerance!r}", param="tolerance"
             )
-        if not isinstance(self.lr, int | float) or self.lr <= 0:
+        if self.lr is not None and (not isinstance(self.lr, int | float) or self.lr <= 0):
             raise UsageError(f"lr must be a positive number, got {self.lr!r}", param="lr")
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ def run_bench(
 
     started = time.perf_counter()
     task = task or config.make_task()
+    if config.lr is None:
+        config = replace(config, lr=task.default_lr)
     cache = ResultCache(Path(out))
     stats = BenchStats()
     fp = {"task": task.fingerprint(), "train": config.training()}

@@ -30,6 +30,7 @@ class SyntheticTask(Task):
     name: str = "synthetic"
     metric: str = "accuracy"
     target_modules: tuple[str, ...] = TARGETS
+    default_lr: float = 1e-2
     _data: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -30,6 +30,7 @@ class Task:
     target_modules: tuple[str, ...] = ()
     modules_to_save: tuple[str, ...] = ()
     device: str = "cpu"
+    default_lr: float = 2e-4
 
     @property
     def description(self) -> str:

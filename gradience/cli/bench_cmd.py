@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, help="worst-seed change allowed, in points (default -2.5)")
     p.add_argument("--steps", type=positive_int, help="training steps per run (default 300)")
     p.add_argument("--batch-size", dest="batch_size", type=positive_int, help="default 64")
-    p.add_argument("--lr", type=float, help="learning rate (default 3e-3)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the task's, 1e-2 embedded, 2e-4 Hub)")
     p.add_argument("--modes", type=_modes, help="truncated,retrained (default both)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default 1; 0: torch's choice)")
     g = p.add_argument_group("a real task on the Hub (instead of the embedded synthetic one)")
