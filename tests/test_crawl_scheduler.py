@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -67,30 +69,45 @@ def test_a_running_crawl_makes_the_next_one_skip_not_overlap(tmp_path):
     assert events.count("started") == 1 and events.count("skipped") == 1 and events.count("finished") == 1
 
 
+def _pretend_downtime(db: Path, next_run: datetime) -> None:
+    """Rewrite the stored job as a process that died before ``next_run`` would leave it."""
+    con = sqlite3.connect(db)
+    try:
+        (blob,) = con.execute("SELECT job_state FROM apscheduler_jobs WHERE id = ?", (S.JOB_ID,)).fetchone()
+        state = pickle.loads(blob)  # our own job store, written by this test
+        state["next_run_time"] = next_run
+        con.execute(
+            "UPDATE apscheduler_jobs SET next_run_time = ?, job_state = ? WHERE id = ?",
+            (next_run.timestamp(), pickle.dumps(state, pickle.HIGHEST_PROTOCOL), S.JOB_ID),
+        )
+        con.commit()
+    finally:
+        con.close()
+
+
 def test_missed_runs_after_downtime_coalesce_into_one_catch_up_run(tmp_path):
     db = tmp_path / "jobs.sqlite"
     config = {"dir": str(tmp_path)}
-    # First life of the process: the every-minute job was last due 5 minutes ago, then it died.
+    # An hourly crawl whose last due time was 5 minutes ago: the next regular run is ~55 min away,
+    # so any run during this test is the catch-up.
+    last_due = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
     first = S.build_scheduler(db)
     first.start(paused=True)
-    S.schedule_crawl(
-        first, "* * * * *", config, func=f"{__name__}:counting_job",
-        next_run_time=datetime.now(UTC) - timedelta(minutes=5, seconds=30),
-    )  # fmt: skip
+    S.schedule_crawl(first, f"{last_due.minute} * * * *", config, func=f"{__name__}:counting_job")
     first.shutdown(wait=True)
+    # The process was down for three due times (2 h ago, 1 h ago, 5 min ago).
+    _pretend_downtime(db, last_due - timedelta(hours=2))
     assert list(tmp_path.glob("run-*")) == []
 
-    # Second life: six run times were missed; exactly one catch-up run happens, then the schedule
-    # continues in the future (the job came back from the SQLite store, not from this code).
-    second = S.build_scheduler(db)
+    second = S.build_scheduler(db)  # the job comes back from the SQLite store, not from this code
     second.start()
     try:
         _wait_for(lambda: second.event_log.events("finished"), "the catch-up run finished")
         job = second.get_job(S.JOB_ID)
-        assert job is not None and job.next_run_time > datetime.now(UTC) - timedelta(seconds=1)
+        assert job is not None and job.next_run_time == last_due + timedelta(hours=1)
     finally:
         second.shutdown(wait=True)
-    assert len(list(tmp_path.glob("run-*"))) == 1
+    assert len(list(tmp_path.glob("run-*"))) == 1  # three missed runs, one catch-up
     assert [e["event"] for e in S.EventLog(db).events()].count("started") == 1
 
 
