@@ -101,7 +101,11 @@ def plot_report(d: dict[str, Any], path: str | Path) -> Path:
             label=f"probe r={probe['r']}",
         )
         ax.axhline(
-            probe["worst"] + d["tolerance"], color="grey", ls="--", lw=0.8, label="probe worst + tolerance"
+            probe["mean"] + d["tolerance"],
+            color="grey",
+            ls="--",
+            lw=0.8,
+            label="probe mean + tolerance (a guide)",
         )
         ax.axhline(d["task"]["chance"], color="grey", ls=":", lw=0.8, label="chance")
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -92,7 +92,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_local(config: object, args: argparse.Namespace) -> dict:
+    import importlib.util
+
     from gradience.bench.protocol import run_bench
+    from gradience.errors import UsageError
+
+    missing = [m for m in ("torch", "peft", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"a local bench needs {', '.join(missing)}: pip install 'gradience[bench]' (or run it on HF Jobs)",
+            param="on",
+        )
 
     task = config.make_task(token=args.token)  # type: ignore[attr-defined]
     with _progress(enabled=not args.quiet) as bar:
