@@ -41,7 +41,8 @@ class LayerAudit:
 
     Attributes:
         name: PEFT module name.
-        singular_values: σ of the scaled ΔW, descending, length r (empty when invalid).
+        singular_values: σ of the scaled ΔW, descending, length min(r, out, in) — a rank above
+            the layer's width adds no direction (empty when invalid).
         flags: subset of ``untrained``, ``invalid``, ``over_provisioned``.
         suggested_ranks: policy spec → suggested rank (0 when untrained).
         dora_magnitude: min / max / mean / norm of the DoRA magnitude vector, or None.
@@ -371,9 +372,14 @@ class AdapterAudit:
         per_layer = {x.name: max(1, min(x.suggested_ranks[self.policy], _attainable(x))) for x in trained}
         uniform = max(1, min(math.ceil(_pct(list(per_layer.values()), 90) - 1e-9), nominal or 1))
         pattern = {k: v for k, v in per_layer.items() if v != uniform}
+        # Only an energy policy has an energy to keep; the others size each layer by
+        # their own rule, which the uniform rank covers for 90% of the layers.
+        covers = (
+            "keep that energy" if self.policy.startswith("energy@") else f"need no more under {self.policy}"
+        )
         reason = (
             f"{self.policy} per layer; r={uniform} is the 90th percentile over {len(trained)} trained "
-            f"layer{'s' if len(trained) != 1 else ''}, so 90% of them keep that energy"
+            f"layer{'s' if len(trained) != 1 else ''}, so 90% of them {covers}"
         )
         return Recommendation(
             "ok",

@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["render_audit", "render_compress"]
@@ -24,14 +25,28 @@ def _i(x: int | None) -> str:
     return "—" if x is None else str(x)
 
 
+def _e(x: Any) -> str:
+    """Folder, layer and model names come from untrusted files: shown literally, never as
+    rich markup (a ``[/bold]`` in a folder name would otherwise crash the rendering)."""
+    return escape(str(x))
+
+
+def _label(source: dict[str, Any]) -> str:
+    """The source as the user named it: a folder, or ``repo@revision/sub`` for the Hub."""
+    if source.get("repo"):
+        sub = f"/{source['subfolder']}" if source.get("subfolder") else ""
+        return f"{source['repo']}@{source.get('revision') or 'main'}{sub}"
+    return str(source.get("path", ""))
+
+
 def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_layer: bool = False) -> None:
     con = _console()
     a = d["adapter"]
     dora = " + DoRA" if a["dora"] else ""
     con.print(
-        f"[bold]{d['source'].get('path', '')}[/bold]  {a['peft_type']}{dora}  r={a['r']}  "
+        f"[bold]{_e(_label(d['source']))}[/bold]  {_e(a['peft_type'])}{dora}  r={a['r']}  "
         f"α={a['lora_alpha']:g}{'  rsLoRA' if a['use_rslora'] else ''}  "
-        f"base={a['base_model'] or '?'}  {a['format']} {'/'.join(a['dtypes'])}"
+        f"base={_e(a['base_model'] or '?')}  {a['format']} {'/'.join(a['dtypes'])}"
     )
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_column(style="dim")
@@ -49,7 +64,7 @@ def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_laye
               f"{_f(d['energy_rank_90_p50'], 1)} / {_f(d['energy_rank_90_p90'], 1)}")  # fmt: skip
     rec = d["recommendation"]
     if rec["status"] != "ok":
-        t.add_row("recommended rank", f"[red]none: {rec['reason']}[/red]")
+        t.add_row("recommended rank", f"[red]none: {_e(rec['reason'])}[/red]")
     else:
         per = f"; per layer {min(rec['per_layer'].values())}–{max(rec['per_layer'].values())}"
         t.add_row(
@@ -58,7 +73,7 @@ def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_laye
         )
     for name, g in d["by_type"].items():
         t.add_row(
-            f"  {name}",
+            f"  {_e(name)}",
             f"{g['n_layers']} layers, utilisation {_f(g['utilization_mean'], 3)}, "
             f"energy rank p90 {_f(g['energy_rank_90_p90'], 1)}",
         )
@@ -72,7 +87,7 @@ def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_laye
         t.add_row("non-LoRA tensors (not audited)", str(len(d["ignored_tensors"])))
     con.print(t)
     for w in d["warnings"][:10]:
-        con.print(f"[yellow]warning:[/yellow] {w}")
+        con.print(f"[yellow]warning:[/yellow] {_e(w)}")
     if len(d["warnings"]) > 10:
         con.print(f"[yellow]… and {len(d['warnings']) - 10} more warnings (see --json)[/yellow]")
     pgs = d["policy_global_suggestions"]
@@ -89,7 +104,7 @@ def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_laye
         for col in ("layer", "r", "stable rank", "utilisation", "energy rank 90"):
             wt.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
         for row in d["top_wasteful"]:
-            wt.add_row(row["name"], str(row["r"]), _f(row["stable_rank"]),
+            wt.add_row(_e(row["name"]), str(row["r"]), _f(row["stable_rank"]),
                        _f(row["utilization"], 3), str(row["energy_rank_90"]))  # fmt: skip
         con.print(wt)
     if per_layer and "layer_data" in d:
@@ -102,9 +117,9 @@ def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_laye
             )
         for row in d["layer_data"]["layer_rows"]:
             lt.add_row(
-                row["name"], row["module_type"], str(row["r"]), _f(row["stable_rank"]),
+                _e(row["name"]), row["module_type"], str(row["r"]), _f(row["stable_rank"]),
                 _f(row["utilization"], 3), _i(row["energy_rank_90"]), _i(row["energy_rank_99"]),
-                _f(row["sigma_max_scaled"], 4), ",".join(row["flags"]),
+                ("—" if row["sigma_max_scaled"] is None else f"{row['sigma_max_scaled']:.4g}"), ",".join(row["flags"]),
             )  # fmt: skip
         con.print(lt)
     if suggest_per_layer and rec["status"] == "ok":
@@ -116,11 +131,11 @@ def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_laye
 
 def render_compress(d: dict[str, Any]) -> None:
     con = _console()
-    t = Table(title=f"compressed → {d['out_dir']}", title_justify="left")
+    t = Table(title=f"compressed → {_e(d['out_dir'])}", title_justify="left")
     for col in ("layer", "r → k", "retained energy", "relative error"):
         t.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
     for row in d["layers"]:
-        t.add_row(row["name"], f"{row['r_before']} → {row['r_after']}",
+        t.add_row(_e(row["name"]), f"{row['r_before']} → {row['r_after']}",
                   f"{row['retained_energy']:.4f}", f"{row['relative_error']:.4f}")  # fmt: skip
     con.print(t)
     ratio = d["params_after"] / d["params_before"] if d["params_before"] else 1.0
@@ -129,7 +144,7 @@ def render_compress(d: dict[str, Any]) -> None:
         f"r={d['r']}, {len(d['rank_pattern'])} layers in rank_pattern"
     )
     for w in d["warnings"]:
-        con.print(f"[yellow]warning:[/yellow] {w}")
+        con.print(f"[yellow]warning:[/yellow] {_e(w)}")
 
 
 def render_merge_audit(d: dict[str, Any], *, verbose: bool = False) -> None:
@@ -137,7 +152,7 @@ def render_merge_audit(d: dict[str, Any], *, verbose: bool = False) -> None:
     for pair in d["pairs"]:
         a, b = d["adapters"][pair["a"]]["path"], d["adapters"][pair["b"]]["path"]
         agg = pair["aggregate"]
-        t = Table(title=f"A = {a}\nB = {b}", title_justify="left")
+        t = Table(title=f"A = {_e(a)}\nB = {_e(b)}", title_justify="left")
         cols = (
             "layer",
             "r_a",
@@ -159,10 +174,10 @@ def render_merge_audit(d: dict[str, Any], *, verbose: bool = False) -> None:
             coef = " / ".join(f"{w:.2f}" for w in r["coefficients"])
             if r["strategy"] in ("ties", "dare_ties"):
                 coef += f"  density {r['density']:.2f}"
-            t.add_row(c["layer"], str(c["r_a"]), str(c["r_b"]), _f(c["overlap"], 3), _f(c["agreement"], 3),
+            t.add_row(_e(c["layer"]), str(c["r_a"]), str(c["r_b"]), _f(c["overlap"], 3), _f(c["agreement"], 3),
                       _f(c["sigma_ratio"]), c["verdict"], r["strategy"], coef)  # fmt: skip
             if verbose:
-                t.add_row("", "", "", "", "", "", "", "", "; ".join(c["evidence"]), style="dim")
+                t.add_row("", "", "", "", "", "", "", "", _e("; ".join(c["evidence"])), style="dim")
         con.print(t)
         con.print(
             f"[bold]overall: {agg['overall_verdict']}[/bold]  risk {agg['risk_level']}  "
@@ -170,20 +185,20 @@ def render_merge_audit(d: dict[str, Any], *, verbose: bool = False) -> None:
             f"mean agreement {_f(agg['mean_agreement'], 3)}"
         )
         if agg.get("incompatible"):
-            con.print(f"[red]do not merge:[/red] {agg['incompatible']}")
+            con.print(f"[red]do not merge:[/red] {_e(agg['incompatible'])}")
         for w in pair["warnings"]:
-            con.print(f"[yellow]warning:[/yellow] {w}")
+            con.print(f"[yellow]warning:[/yellow] {_e(w)}")
 
 
 def render_merge(d: dict[str, Any]) -> None:
     con = _console()
-    t = Table(title=f"merged → {d['out_dir']}", title_justify="left")
+    t = Table(title=f"merged → {_e(d['out_dir'])}", title_justify="left")
     for col in ("layer", "strategy", "weights", "density", "rank", "residual"):
         t.add_column(col, justify="left" if col in ("layer", "strategy") else "right", overflow="fold")
     for x in d["layers"]:
-        t.add_row(x["name"], x["strategy"], " / ".join(f"{w:.2f}" for w in x["weights"]), f"{x['density']:.2f}",
+        t.add_row(_e(x["name"]), x["strategy"], " / ".join(f"{w:.2f}" for w in x["weights"]), f"{x['density']:.2f}",
                   str(x["rank"]), f"{x['residual']:.2e}")  # fmt: skip
     con.print(t)
     con.print(f"r={d['r']}, {len(d['rank_pattern'])} layers in rank_pattern")
     for w in d["warnings"]:
-        con.print(f"[yellow]warning:[/yellow] {w}")
+        con.print(f"[yellow]warning:[/yellow] {_e(w)}")
