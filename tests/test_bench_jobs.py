@@ -115,3 +115,30 @@ def test_ctrl_c_cancels_the_remote_job(hub, api, tmp_path):
         p.kill()
     assert p.returncode == 130 and f"cancelled job {job_id}" in err
     assert api.inspect_job(job_id=job_id, namespace="alice").status.stage == "CANCELED"
+
+
+def test_a_job_cancelled_elsewhere_is_reported_as_cancelled(hub, api):
+    import threading
+
+    config = BenchConfig(seeds=3, steps=100_000)
+    caught: list[BaseException] = []
+    started = threading.Event()
+
+    def log(line: str) -> None:
+        if line.startswith("bench: job "):
+            started.job_id = line.split()[2]  # type: ignore[attr-defined]
+            started.set()
+
+    def submit() -> None:
+        try:
+            run_on_jobs(config, token=hub.tokens["alice"], namespace="alice", timeout="10m", log=log)
+        except BaseException as e:
+            caught.append(e)
+
+    watcher = threading.Thread(target=submit)
+    watcher.start()
+    assert started.wait(120)
+    api.cancel_job(job_id=started.job_id, namespace="alice")  # type: ignore[attr-defined]
+    watcher.join(120)
+    assert not watcher.is_alive() and len(caught) == 1 and isinstance(caught[0], BenchJobError)
+    assert "was cancelled" in str(caught[0]) and caught[0].extra["stage"] == "CANCELED"
