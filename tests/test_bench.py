@@ -176,6 +176,7 @@ def test_cli_json_table_plot_and_instant_rerun(tmp_path):
         (["--modes", "sideways"], "truncated, retrained"),
         (["--model", "alice/tiny"], "both a model and a dataset"),
         (["--tolerance", "3"], "tolerance"),
+        (["--threads", "-1"], "threads"),
         (["--config", "/nonexistent/bench.toml"], "no bench config"),
     ],
 )

@@ -55,6 +55,10 @@ class BenchConfig:
             )
         if self.lr is not None and (not isinstance(self.lr, int | float) or self.lr <= 0):
             raise UsageError(f"lr must be a positive number, got {self.lr!r}", param="lr")
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
+            raise UsageError(
+                f"threads must be 0 (torch's choice) or more, got {self.threads!r}", param="threads"
+            )
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise UsageError(
