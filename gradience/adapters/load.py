@@ -69,6 +69,16 @@ class Adapter:
             self.source = {"path": str(self.path)}
 
     @property
+    def label(self) -> str:
+        """How to name the adapter to a person: its folder, or ``repo@revision/sub`` for a
+        Hub repo (``path`` there is a ``Path``, which folds ``hf://`` into ``hf:/``)."""
+        src = self.source or {}
+        if src.get("repo"):
+            sub = f"/{src['subfolder']}" if src.get("subfolder") else ""
+            return f"{src['repo']}@{src.get('revision') or 'main'}{sub}"
+        return str(self.path)
+
+    @property
     def format(self) -> str:
         return "safetensors" if isinstance(self._file, SafetensorsFile) else "bin"
 

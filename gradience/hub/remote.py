@@ -58,6 +58,14 @@ _LORA_PARTS = (
 )
 
 
+def _size(n: int) -> str:
+    """A byte count for a message, in a unit that keeps small caps from reading as 0 MB."""
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def cache_root(options: OpenOptions | None = None) -> Path:
     """``options.cache_dir``, else ``$GRADIENCE_CACHE``, else ``~/.cache/gradience``."""
     if options is not None and options.cache_dir is not None:
@@ -279,8 +287,8 @@ def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> A
     if weights.endswith(".bin"):
         if size > max_bin_bytes:
             raise TooLargeError(
-                f"{weights} is {size / 1e6:.0f} MB; a .bin must be downloaded whole and the cap is "
-                f"{max_bin_bytes / 1e6:.0f} MB",
+                f"{weights} is {_size(size)}; a .bin must be downloaded whole and the cap is "
+                f"{_size(max_bin_bytes)}",
                 repo_id=ref.repo_id,
                 revision=commit,
                 param="max_bin_bytes",
@@ -313,8 +321,8 @@ def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> A
         if total > max_bytes or session.budget.used + to_fetch > max_bytes:  # type: ignore[union-attr]
             needed = max(total, session.budget.used + to_fetch)  # type: ignore[union-attr]
             raise TooLargeError(
-                f"auditing {ref.repo_id} needs {needed / 1e6:.1f} MB (LoRA tensors, config and "
-                f"header), above the {max_bytes / 1e6:.1f} MB cap",
+                f"auditing {ref.repo_id} needs {_size(needed)} (LoRA tensors, config and "
+                f"header), above the {_size(max_bytes)} cap",
                 repo_id=ref.repo_id,
                 revision=commit,
                 param="max_bytes",

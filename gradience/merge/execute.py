@@ -203,7 +203,7 @@ def _merge(adapters: list[Adapter], out: Path, plan, energy, max_rank, seed, dty
     for ad in adapters:
         if any(x.magnitude_key for x in ad.layers):
             raise UnsupportedAdapterError(
-                f"{ad.path} is a DoRA adapter: its magnitude vectors cannot be merged in factor space"
+                f"{ad.label} is a DoRA adapter: its magnitude vectors cannot be merged in factor space"
             )
     warnings: list[str] = []
     bases = {ad.config.base_model for ad in adapters if ad.config.base_model}

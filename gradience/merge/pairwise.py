@@ -208,7 +208,7 @@ def incompatibility(compat: dict[str, Any]) -> str | None:
 def _describe(adapter: Adapter) -> dict[str, Any]:
     c = adapter.config
     return {
-        "path": str(adapter.path),
+        "path": adapter.label,
         "peft_type": c.peft_type,
         "base_model": c.base_model,
         "r": c.r,

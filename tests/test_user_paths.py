@@ -1,0 +1,123 @@
+"""Regressions found by using Gradience as a demanding new user would: odd names, Hub
+references in every command, rank policies other than energy, small byte caps.
+
+Each test goes through the CLI (in process, ``gradience.cli.main.main``) or the public
+Python API, on adapters written here or served by the local Hub.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from servers import hub as H
+
+import gradience
+from gradience.cli.main import main
+
+#: Rich markup in names that come from untrusted files and folders.
+HOSTILE = "[/bold]"
+
+
+def _adapter(
+    folder: Path, *, base: str = "org/base", layers: tuple[str, ...] = ("model.l0.q",), seed: int = 0
+) -> Path:
+    """A small trained LoRA adapter (r=4, 16×16 layers) written as PEFT saves one."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    config = {
+        "peft_type": "LORA",
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q"],
+        "base_model_name_or_path": base,
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    tensors = {}
+    for name in layers:
+        tensors[f"base_model.model.{name}.lora_A.weight"] = rng.standard_normal((4, 16)).astype(np.float32)
+        tensors[f"base_model.model.{name}.lora_B.weight"] = rng.standard_normal((16, 4)).astype(np.float32)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIENCE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def hostile_pair(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """Two adapters in folders named relative to the working directory (short enough that
+    no table title wraps)."""
+    monkeypatch.chdir(tmp_path)
+    layers = (f"model.l{HOSTILE}.q[red]", "model.l1.q")
+    a = _adapter(Path(f"a{HOSTILE}"), base=f"{HOSTILE}org/m", layers=layers, seed=1)
+    b = _adapter(Path(f"b{HOSTILE}"), base=f"{HOSTILE}org/m", layers=layers, seed=2)
+    return a, b
+
+
+def test_audit_shows_markup_like_folder_base_and_layer_names_literally(hostile_pair, capsys):
+    a, _ = hostile_pair
+    assert main(["audit", str(a), "--layers", "--top-wasteful", "1"]) == 0
+    out = capsys.readouterr().out
+    assert str(a) in out.splitlines()[0]
+    assert f"base={HOSTILE}org/m" in out
+    assert f"model.l{HOSTILE}.q[red]" in out
+
+
+def test_compress_merge_audit_and_merge_show_markup_like_names_literally(hostile_pair, capsys):
+    a, b = hostile_pair
+    out_c, out_m = Path(f"c{HOSTILE}"), Path(f"m{HOSTILE}")
+    assert main(["compress", str(a), "--out", str(out_c), "--rank", "2", "-q"]) == 0
+    assert main(["merge-audit", str(a), str(b), "--verbose"]) == 0
+    assert main(["merge", str(a), str(b), "--strategy", "linear", "--out", str(out_m), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"compressed → {out_c}" in out and f"merged → {out_m}" in out
+    assert f"A = {a}" in out and f"B = {b}" in out
+    assert out.count(f"model.l{HOSTILE}.q[red]") == 3
+
+
+def test_hub_audit_terminal_names_the_repo_and_revision(hub, capsys):
+    repo = H.EXAMPLE_REPOS["healthy-r8"]
+    assert main(["audit", f"{repo}@main"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{repo}@main  LORA"), first
+
+
+def test_merge_audit_of_hub_subfolders_names_them_as_references(hub, capsys):
+    a, b = (f"hf://{H.MERGE_PAIRS_REPO}/merge-related-{x}" for x in "ab")
+    assert main(["merge-audit", a, b, "--json"]) == 0
+    paths = json.loads(capsys.readouterr().out)["adapters"]
+    assert [p["path"] for p in paths] == [f"{H.MERGE_PAIRS_REPO}@main/merge-related-{x}" for x in "ab"]
+    assert main(["merge-audit", a, b]) == 0
+    out = capsys.readouterr().out
+    assert "hf:/" not in out and f"A = {H.MERGE_PAIRS_REPO}@main/merge-related-a" in out
+
+
+def test_small_bin_cap_is_reported_in_a_unit_that_is_not_zero(hub, tmp_path):
+    """A .bin comes whole, under its own cap; a cap below 1 MB used to read "the cap is 0 MB"."""
+    from huggingface_hub import HfApi
+
+    folder = tmp_path / "bin-adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
+    (folder / "adapter_model.bin").write_bytes(b"\0" * 4000)  # never read: the size is checked first
+    api = HfApi(token=hub.tokens["alice"])
+    repo = api.create_repo("alice/qa-bin-cap", exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo, folder_path=folder)
+    with pytest.raises(gradience.TooLargeError) as e:
+        gradience.audit(repo, options=gradience.OpenOptions(token=hub.tokens["alice"], max_bin_bytes=1500))
+    assert (e.value.param, e.value.limit, e.value.needed) == ("max_bin_bytes", 1500, 4000)
+    assert "is 4.0 kB" in str(e.value) and "cap is 1.5 kB" in str(e.value) and " 0 MB" not in str(e.value)
+
+
+@pytest.mark.parametrize("policy", ["erank", "knee", "sv_ratio@10"])
+def test_recommendation_reason_speaks_of_energy_only_for_energy_policies(examples_dir, policy):
+    rec = gradience.audit(examples_dir / "healthy-r8", policy=policy).recommendation
+    assert rec.status == "ok" and "energy" not in rec.reason and policy in rec.reason
+    energy = gradience.audit(examples_dir / "healthy-r8").recommendation
+    assert "keep that energy" in energy.reason
