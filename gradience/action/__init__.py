@@ -5,5 +5,6 @@ report, and gate the step on rules.
 Modules: ``runner`` (the runner's environment, event and workflow commands), ``settings``
 (inputs), ``adapters`` (what changed, files at a commit), ``compare`` (one result per adapter,
 via :func:`gradience.diff.diff`), ``render`` (comment and summary Markdown), ``github`` (PyGithub,
-imported lazily) and ``run`` (one pass). See ``docs/action.md``.
+imported lazily), ``bench`` (the GPU bench on HF Jobs) and ``run`` (one pass). See
+``docs/action.md``.
 """

@@ -8,8 +8,9 @@ argument list (no shell), and exported files keep only their base name.
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
+import re
+import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,14 +57,37 @@ def touched_folders(files: Iterable[ChangedFile]) -> list[str]:
     return list(seen)
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A path glob as GitHub's ``paths`` filters read one: ``*`` and ``?`` stay inside one
+    folder name, ``**`` crosses folders."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
 def glob_folders(configs: Iterable[str], globs: Iterable[str]) -> list[str]:
     """Adapter folders (those holding an ``adapter_config.json``) that match a glob, given as
     the folder (``adapters/*``) or a file in it (``adapters/*/adapter_config.json``)."""
-    pats = [g.strip().strip("/") for g in globs if g.strip()]
+    pats = [_glob(g.strip().strip("/")) for g in globs if g.strip()]
     out: dict[str, None] = {}
     for cfg in configs:
         folder = _folder(cfg)
-        if any(fnmatch.fnmatchcase(folder, p) or fnmatch.fnmatchcase(cfg, p) for p in pats):
+        if any(p.fullmatch(folder) or p.fullmatch(cfg) for p in pats):
             out.setdefault(folder, None)
     return list(out)
 
@@ -152,12 +176,14 @@ class GitRepo:
             return None
         dest.mkdir(parents=True, exist_ok=True)
         for name in entries:
-            data = self._git("show", f"{sha}:{name}").stdout
-            if data.startswith(_LFS_POINTER) and workspace is not None:
+            out = dest / posixpath.basename(name)
+            with out.open("wb") as f:  # streamed: weights can be gigabytes
+                subprocess.run(["git", "-C", str(self.root), "cat-file", "blob", f"{sha}:{name}"],
+                               stdout=f, stderr=subprocess.DEVNULL, check=True, timeout=600)  # fmt: skip
+            if workspace is not None and _head_bytes(out).startswith(_LFS_POINTER):
                 local = workspace / name
                 if local.is_file() and not _head_bytes(local).startswith(_LFS_POINTER):
-                    data = local.read_bytes()
-            (dest / posixpath.basename(name)).write_bytes(data)
+                    shutil.copyfile(local, out)
         return dest
 
 
