@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 from servers import hub as H
 
 import gradience
@@ -121,3 +121,22 @@ def test_recommendation_reason_speaks_of_energy_only_for_energy_policies(example
     assert rec.status == "ok" and "energy" not in rec.reason and policy in rec.reason
     energy = gradience.audit(examples_dir / "healthy-r8").recommendation
     assert "keep that energy" in energy.reason
+
+
+def test_same_layer_name_with_different_shapes_is_incompatible_in_merge_audit_and_merge(tmp_path, capsys):
+    """Two adapters for different models that share module names: merge-audit used to call
+    the pair SAFE while merge then failed as if a file were corrupt."""
+    a = _adapter(tmp_path / "a", layers=("model.l0.q", "model.l1.q"), seed=1)
+    b = _adapter(tmp_path / "b", layers=("model.l0.q", "model.l1.q"), seed=2)
+    wide = load_file(str(b / "adapter_model.safetensors"))
+    wide["base_model.model.model.l0.q.lora_B.weight"] = np.ones((32, 4), np.float32)
+    save_file(wide, str(b / "adapter_model.safetensors"))
+    pair = gradience.merge_audit([a, b]).to_dict()["pairs"][0]["aggregate"]
+    assert pair["overall_verdict"] == "INCOMPATIBLE"
+    assert "model.l0.q" in pair["incompatible"] and "16×16 vs 32×16" in pair["incompatible"]
+    with pytest.raises(gradience.IncompatibleAdaptersError) as e:
+        gradience.merge([a, b], tmp_path / "out", strategy="linear")
+    assert e.value.code == "incompatible" and not (tmp_path / "out").exists()
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "out"), "--allow-different-base"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "different shapes" in err

@@ -152,6 +152,15 @@ def _check_compatible(adapters: list[Adapter], allow_different_base: bool) -> No
             param="allow_different_base",
         )
     shapes = [{x.name: (x.out_features, x.in_features) for x in ad.layers} for ad in adapters]
+    # One module name with two shapes means two different models, whatever the configs say
+    # (and no override can add a 64×64 update to a 32×32 one).
+    for name in dict.fromkeys(n for s in shapes for n in s):
+        seen = list(dict.fromkeys(s[name] for s in shapes if name in s))
+        if len(seen) > 1:
+            raise IncompatibleAdaptersError(
+                f"layer {name} has different shapes in the adapters "
+                f"({' vs '.join(f'{o}×{i}' for o, i in seen)}): they were trained for different models"
+            )
     shared = set(shapes[0]).intersection(*shapes[1:])
     if not any(all(s[n] == shapes[0][n] for s in shapes) for n in shared):
         raise IncompatibleAdaptersError(

@@ -198,6 +198,13 @@ def incompatibility(compat: dict[str, Any]) -> str | None:
             f"the adapters were trained for different base models ({bases[0]} and {bases[1]}); "
             "their updates live in different weight spaces, so a merge is meaningless"
         )
+    if compat.get("shape_mismatch"):
+        m = compat["shape_mismatch"][0]
+        return (
+            f"layer {m['layer']} has different shapes ({'×'.join(map(str, m['a']))} vs "
+            f"{'×'.join(map(str, m['b']))}): the adapters were trained for different models, so a merge "
+            "is meaningless"
+        )
     if not compat.get("n_shared"):
         return (
             "the adapters have no layer in common (same module name and shape), so there is nothing to merge"
