@@ -140,3 +140,37 @@ def test_same_layer_name_with_different_shapes_is_incompatible_in_merge_audit_an
     assert main(["merge", str(a), str(b), "--out", str(tmp_path / "out"), "--allow-different-base"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "different shapes" in err
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"event": "update", "repo": None},
+        {"event": {"scope": "repo.content", "action": "update"}, "repo": "user/lora"},
+        {"event": {"scope": "repo.content"}, "repo": {"name": "user/lora"}, "updatedRefs": ["refs/heads/main"]},
+        {"event": {"scope": "repo.content"}, "repo": {"name": "user/lora"}, "updatedRefs": {"ref": 1}},
+        {"event": {"scope": "discussion", "action": "create"}, "repo": {"name": "user/lora"},
+         "discussion": {"isPullRequest": True, "num": "7"}},
+        {"event": {"scope": "discussion.comment", "action": "create"}, "repo": {"name": "user/lora"},
+         "discussion": [], "comment": {"content": 42}},
+    ],
+)  # fmt: skip
+def test_bot_answers_signed_payloads_of_unexpected_shape_instead_of_dropping_the_connection(
+    tmp_path, payload
+):
+    """The Hub changes its payloads; a signed delivery of a shape never seen is ignored with
+    a reason (it used to raise inside the handler: no answer at all, a traceback in the log)."""
+    import urllib.request
+
+    from gradience.bot.config import BotConfig
+    from gradience.bot.server import Bot
+
+    config = BotConfig(port=0, state=tmp_path / "bot.sqlite", token="hf_unused", secret="s", handle="qa-bot")
+    with Bot(config) as bot:
+        req = urllib.request.Request(
+            f"{bot.url}/webhook", data=json.dumps(payload).encode(), method="POST",
+            headers={"Content-Type": "application/json", "X-Webhook-Secret": "s"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200 and json.loads(r.read())["queued"] is False
+        assert bot.state.counts() == {}

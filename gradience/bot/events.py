@@ -37,19 +37,32 @@ def delivery_key(body: bytes, headers: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
+def _obj(x: Any) -> dict[str, Any]:
+    """A payload field that should be an object; anything else reads as empty. A signed
+    delivery can still carry a shape this code has never seen (the Hub adds and changes
+    fields): it must be ignored with a reason, never crash the receiver."""
+    return x if isinstance(x, dict) else {}
+
+
+def _str(x: Any) -> str:
+    return x if isinstance(x, str) else ""
+
+
 def classify(payload: dict[str, Any], *, handle: str | None, default_branch: str = "main") -> Classified:
-    event = payload.get("event") or {}
-    scope, action = event.get("scope", ""), event.get("action", "")
-    repo = payload.get("repo") or {}
-    repo_id = repo.get("name") or ""
+    event = _obj(payload.get("event"))
+    scope, action = _str(event.get("scope")), _str(event.get("action"))
+    repo = _obj(payload.get("repo"))
+    repo_id = _str(repo.get("name"))
     if not repo_id or not scope:
         return Classified(None, repo_id, reason="not a Hub webhook payload (no repo or event)")
     if repo.get("type", "model") != "model":
         return Classified(None, repo_id, reason=f"{repo.get('type')} repos are not audited")
-    disc = payload.get("discussion") or {}
+    disc = _obj(payload.get("discussion"))
     if scope == "repo.content":
-        for ref in payload.get("updatedRefs") or []:
-            name, new = ref.get("ref", ""), ref.get("newSha")
+        refs = payload.get("updatedRefs")
+        refs = [_obj(r) for r in refs] if isinstance(refs, list) else []
+        for ref in refs:
+            name, new = _str(ref.get("ref")), _str(ref.get("newSha"))
             if not new:
                 continue
             if name == f"refs/heads/{default_branch}":
@@ -59,19 +72,21 @@ def classify(payload: dict[str, Any], *, handle: str | None, default_branch: str
                 return Classified(
                     "pr", repo_id, f"pr:{repo_id}:{m.group(1)}:{new}", {"num": int(m.group(1)), "sha": new}
                 )
-        head = repo.get("headSha")
-        if head and not payload.get("updatedRefs"):
+        head = _str(repo.get("headSha"))
+        if head and not refs:
             return Classified("card", repo_id, f"card:{repo_id}:{head}", {"sha": head})
         return Classified(None, repo_id, reason="no branch or pull request of interest moved")
     if scope == "discussion" and disc.get("isPullRequest"):
         num = disc.get("num")
+        if not isinstance(num, int) or isinstance(num, bool):
+            return Classified(None, repo_id, reason="a pull request event without its number")
         if action == "create":
             return Classified("pr", repo_id, None, {"num": num})
         if action == "update":
             return Classified("pr_status", repo_id, None, {"num": num, "status": disc.get("status")})
     if scope == "discussion.comment" and action == "create" and handle:
-        comment = payload.get("comment") or {}
-        text = comment.get("content") or ""
+        comment = _obj(payload.get("comment"))
+        text = _str(comment.get("content"))
         if re.search(rf"@{re.escape(handle)}\b", text) and re.search(r"\baudit\b", text, re.I):
             cid = comment.get("id") or hashlib.sha256(text.encode()).hexdigest()[:16]
             return Classified(
