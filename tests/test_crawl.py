@@ -282,6 +282,21 @@ def test_a_second_crawl_reaudits_only_the_repos_that_changed(scale_hub, clean, t
     assert all(after[k] == before[k] for k in unchanged)
 
 
+def test_the_recent_pass_lists_only_repos_modified_since_the_last_crawl(scale_hub, clean, tmp_path):
+    hub, manifest = scale_hub
+    out = tmp_path / "eco"
+    shutil.copytree(clean[0], out)
+    _crawl(hub, out, "--passes", "recent")  # catch up with anything earlier tests changed
+    target = next(a for a in manifest["adapters"] if a["repo_id"].startswith("scale/") and a["r"] == 16)
+    change = hub.retrain(target["repo_id"], 3)
+    summary = _crawl(hub, out, "--passes", "recent")
+    # Newest first, stopping at the previous crawl's high-water mark: one repo listed, one audited.
+    assert summary["discovered"] == 1 and summary["audited"] == 1
+    row = next(r for r in read_table(out, "adapters") if r["repo_id"] == target["repo_id"])
+    assert row["commit"] == change["commit"] and row["discovered_by"] == ["all", "recent"]
+    assert row["utilization_mean"] == pytest.approx(3 / 16, abs=1e-4)
+
+
 def test_a_shard_crawls_exactly_its_part_of_the_repos(scale_hub, clean, tmp_path):
     from gradience.ecosystem.crawl import in_shard
 

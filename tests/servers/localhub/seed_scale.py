@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .cards import render_card
-from .storage import Change, FileEntry, Repo, Store, lfs_pointer
+from .storage import Change, FileEntry, Repo, Store, hub_date, lfs_pointer, parse_date
 from .web import HubError, Request, Response, Route, json_response
 
 if TYPE_CHECKING:
@@ -60,11 +60,14 @@ class _Builder:
         self.store: Store = app.store
         self.accounts = app.accounts
         self._blobs: dict[tuple[bytes, bool], FileEntry] = {}
-        n = int(self.store.meta.get("scale_seeded", 0))
-        self.clock = T_SCALE + timedelta(minutes=n)
+        # Dates only move forward across calls (retrains included), so "newest first" listings
+        # and a crawler's last-modified high-water mark see every later change.
+        last = self.store.meta.get("scale_clock")
+        self.clock = parse_date(last) if last else T_SCALE
 
     def tick(self) -> datetime:
         self.clock += timedelta(minutes=1)
+        self.store.meta["scale_clock"] = hub_date(self.clock)
         return self.clock
 
     def entry(self, data: bytes, lfs: bool) -> FileEntry:
@@ -383,7 +386,6 @@ def seed_scale(app: HubApp, *, count: int, namespace: str, seed: int, edge_cases
         if edge_cases:
             adapters += _edge_cases(b, f"{namespace}-edge")
         app.store.meta[f"scale_next:{namespace}"] = start + count
-        app.store.meta["scale_seeded"] = int(app.store.meta.get("scale_seeded", 0)) + count + 20
         app.store.save()
     return {"adapters": adapters, "others": others}
 
