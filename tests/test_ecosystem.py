@@ -304,3 +304,19 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise():
     assert [ln.split(" (")[0] for ln in lines] == [f"crawl: {i}/3 audited" for i in (1, 2, 3)]
     assert all("/min, eta " in ln for ln in lines)
     assert "3/3" in tty.getvalue() and "/min" in tty.getvalue() and "audited (" not in tty.getvalue()
+
+
+def test_the_card_is_valid_markdown_with_every_table(dataset):
+    import yaml
+    from markdown_it import MarkdownIt
+
+    from gradience.ecosystem.card import front_matter
+
+    text = (dataset / "README.md").read_text()
+    _, meta, body = text.split("---\n", 2)
+    assert yaml.safe_load(meta) == front_matter()
+    html = MarkdownIt("commonmark").enable("table").render(body)
+    # status, utilisation, stable rank, by rank, module type, family, energy ranks, compression,
+    # over-provisioned layers: each a real table, not pipes in a paragraph.
+    assert html.count("<table>") == 9
+    assert "hf://datasets/" in body and "load_dataset(" in body and "read_parquet(" in body
