@@ -174,3 +174,11 @@ def test_bot_answers_signed_payloads_of_unexpected_shape_instead_of_dropping_the
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 200 and json.loads(r.read())["queued"] is False
         assert bot.state.counts() == {}
+
+
+def test_private_repo_error_is_one_line_that_gives_the_token_advice_once(hub, capsys, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert main(["audit", H.PRIVATE_REPO]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and H.PRIVATE_REPO in err
+    assert err.count("token") == 1 and "pass --token or set HF_TOKEN" in err

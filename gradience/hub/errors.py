@@ -29,9 +29,7 @@ def translate(
             f"{repo_id} is gated: accept its conditions on the Hub, then use a token with access", **where
         )
     if isinstance(e, hfe.RepositoryNotFoundError):
-        return AdapterNotFoundError(
-            f"repo {repo_id} not found on the Hub (a private repo needs a token with access)", **where
-        )
+        return AdapterNotFoundError(f"repo {repo_id} not found on the Hub, or it is private", **where)
     if isinstance(e, hfe.RevisionNotFoundError):
         return RevisionNotFoundError(
             f"revision {revision or ''} not found in {repo_id}; check the branch, tag or commit".replace(
