@@ -180,6 +180,8 @@ def test_merge_follows_only_a_plan_for_the_listed_adapters(client: Any) -> None:
     assert "plan" in summary
     with zipfile.ZipFile(zpath) as z:
         assert "adapter_model.safetensors" in z.namelist()
+    _, summary = client.predict("examples/merge-related-a\nexamples/merge-related-b", api_name="/merge")
+    assert summary == "**Merged 2 adapters** (auto): 14 layers written."  # every other argument optional
     e = _app_error(
         client,
         "examples/merge-conflict-a\nexamples/merge-conflict-b",
