@@ -213,12 +213,13 @@ def _clear_merge() -> tuple[Any, ...]:
         gr.update(visible=False, value=False),  # severe confirmation
         gr.update(value=None, visible=False),  # merged file
         "",  # merge summary
+        "",  # Markdown report
     )
 
 
 def _render_merge(report: dict[str, Any] | None) -> tuple[Any, ...]:
     if not report:
-        return tuple(gr.skip() for _ in range(6))
+        return tuple(gr.skip() for _ in range(7))
     incompatible = any((p.get("aggregate") or {}).get("incompatible") for p in report.get("pairs", []))
     return (
         gr.update(visible=True),
@@ -227,6 +228,7 @@ def _render_merge(report: dict[str, Any] | None) -> tuple[Any, ...]:
         render.overlap_heatmap(report),
         gr.update(visible=render.is_severe(report) and not incompatible, value=False),
         gr.update(interactive=not incompatible),
+        render.merge_markdown_report(report),
     )
 
 
@@ -368,6 +370,8 @@ def build() -> gr.Blocks:
                 with gr.Accordion("How to read overlap, agreement and density", open=False):
                     gr.Markdown(render.MERGE_LEGEND)
                 m_heat = gr.HTML()
+                with gr.Accordion("The merge audit as Markdown", open=False):
+                    m_md = gr.Code(language="markdown", wrap_lines=True, show_label=False, buttons=["copy"])
                 m_table = gr.Dataframe(
                     label="Recommendation per layer", interactive=False, max_height=420, elem_id="merge-table"
                 )
@@ -474,8 +478,19 @@ def build() -> gr.Blocks:
         c_repo.input(lambda: None, None, c_files, api_visibility="private")
 
         # -- merge audit, then merge ----------------------------------------------------------------
-        m_clear = [m_results, m_state, m_plan, m_summary, m_table, m_heat, m_confirm, merge_file, merge_md]
-        m_render = [m_results, m_summary, m_table, m_heat, m_confirm, merge_btn]
+        m_clear = [
+            m_results,
+            m_state,
+            m_plan,
+            m_summary,
+            m_table,
+            m_heat,
+            m_confirm,
+            merge_file,
+            merge_md,
+            m_md,
+        ]
+        m_render = [m_results, m_summary, m_table, m_heat, m_confirm, merge_btn, m_md]
         m_run = m_btn.click(_clear_merge, None, m_clear, api_visibility="private").then(
             merge_audit, [m_repos, m_files], [m_state, m_plan], api_name="merge_audit", concurrency_id="work"
         )

@@ -163,7 +163,10 @@ def audit(
     """
     src = audit_source(repo, revision or "", subfolder or "", files)
     progress(0, desc=f"Reading {src.name}")
-    report = _audit_report(src, _options(oauth_token), progress)
+    options = _options(oauth_token).replace(
+        progress=_progress_cb(progress, f"Downloading {src.name}'s LoRA tensors")
+    )
+    report = _audit_report(src, options, progress)
     return _api_view(report), _write_json(report, f"gradience-audit-{_slug(src.name)}.json")
 
 

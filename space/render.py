@@ -12,7 +12,7 @@ from typing import Any
 import plots
 
 from gradience.report.badge import badge_for
-from gradience.report.markdown import audit_markdown, interpretation
+from gradience.report.markdown import audit_markdown, interpretation, merge_audit_markdown
 
 _TONE = {"red": "bad", "orange": "warn", "yellow": "meh", "brightgreen": "good"}
 
@@ -221,6 +221,12 @@ def overlap_heatmap(report: dict[str, Any]) -> str:
     return plots.heatmap(
         mean, "subspace overlap per layer and module (0 = disjoint, 1 = same)", label="overlap"
     )
+
+
+def merge_markdown_report(report: dict[str, Any]) -> str:
+    """The core's Markdown rendering of a merge audit (adapters named as the visitor named them)."""
+    adapters = [{**a, "path": a.get("path", a.get("name"))} for a in report.get("adapters", [])]
+    return merge_audit_markdown({**report, "adapters": adapters})
 
 
 def is_severe(report: dict[str, Any] | None) -> bool:
