@@ -182,3 +182,12 @@ def test_private_repo_error_is_one_line_that_gives_the_token_advice_once(hub, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and H.PRIVATE_REPO in err
     assert err.count("token") == 1 and "pass --token or set HF_TOKEN" in err
+
+
+def test_merge_with_a_plan_made_for_other_adapters_says_so(examples_dir, tmp_path):
+    a, b, c = (examples_dir / n for n in ("merge-conflict-a", "merge-conflict-b", "merge-related-a"))
+    plan = gradience.merge_audit([a, b]).plan()
+    same = gradience.merge([a, b], tmp_path / "same", plan=plan)
+    assert not any("plan" in w for w in same.warnings)
+    other = gradience.merge([a, c], tmp_path / "other", plan=plan)
+    assert any("merge plan was made for" in w and str(c) in w for w in other.warnings)

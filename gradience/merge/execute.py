@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,29 @@ def merge(
     with ExitStack() as stack:
         adapters = [stack.enter_context(open_adapter(s, options)) for s in sources]
         _check_compatible(adapters, allow_different_base)
-        return _merge(adapters, out, plan, energy, max_rank, seed, dtype, progress)
+        result = _merge(adapters, out, plan, energy, max_rank, seed, dtype, progress)
+    stale = _plan_mismatch(plan, adapters)
+    return replace(result, warnings=(stale, *result.warnings)) if stale else result
+
+
+def _plan_mismatch(plan: dict[str, Any], adapters: list[Adapter]) -> str | None:
+    """A plan's per-layer weights and densities were sized for the adapters it names; given
+    others (or the same in another order) they still apply, so say so rather than refuse."""
+    planned = plan.get("adapters")
+    if not isinstance(planned, list) or not planned:
+        return None
+    given = [ad.label for ad in adapters]
+
+    def same(x: str) -> str:
+        p = Path(x)
+        return str(p.resolve()) if p.exists() else x
+
+    if [same(str(x)) for x in planned] == [same(x) for x in given]:
+        return None
+    return (
+        f"the merge plan was made for {', '.join(map(str, planned))}, not {', '.join(given)}: its "
+        "per-layer strategies and weights were chosen for those adapters"
+    )
 
 
 def _check_compatible(adapters: list[Adapter], allow_different_base: bool) -> None:
