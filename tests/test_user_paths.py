@@ -191,3 +191,9 @@ def test_merge_with_a_plan_made_for_other_adapters_says_so(examples_dir, tmp_pat
     assert not any("plan" in w for w in same.warnings)
     other = gradience.merge([a, c], tmp_path / "other", plan=plan)
     assert any("merge plan was made for" in w and str(c) in w for w in other.warnings)
+
+
+def test_missing_hub_revision_is_named_in_the_error(hub):
+    with pytest.raises(gradience.RevisionNotFoundError) as e:
+        gradience.audit(f"{H.EXAMPLE_REPOS['healthy-r8']}@no-such-tag")
+    assert "revision no-such-tag not found" in str(e.value) and e.value.revision == "no-such-tag"

@@ -133,7 +133,9 @@ class RangeCachedSafetensors(SafetensorsFile):
             return f.read(nbytes)
 
 
-def _with_retries(call: Callable[[float], Any], repo_id: str, what: str, session: HubSession) -> Any:
+def _with_retries(
+    call: Callable[[float], Any], repo_id: str, what: str, session: HubSession, revision: str | None = None
+) -> Any:
     """Metadata calls: 429s waited out as the Hub asks, 5xx and timeouts retried, all within the
     session's deadline; ``call`` receives the per-request timeout."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -150,9 +152,9 @@ def _with_retries(call: Callable[[float], Any], repo_id: str, what: str, session
             if status >= 500 and attempt < 4:
                 session.deadline.sleep(min(0.5 * 2.0**attempt, 8.0), f"HTTP {status}")
                 continue
-            raise translate(e, repo_id, what) or e from e
+            raise translate(e, repo_id, what, revision) or e from e
         except Exception as e:
-            translated = translate(e, repo_id, what)
+            translated = translate(e, repo_id, what, revision)
             if translated is not None:
                 raise translated from e
             if isinstance(e, OSError) or type(e).__module__.startswith(("httpx", "httpcore")):
@@ -211,6 +213,7 @@ def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> A
         ref.repo_id,
         "repo",
         session,
+        ref.revision,
     )
     commit = info.sha
     sizes = {s.rfilename: s.size for s in (info.siblings or [])}
