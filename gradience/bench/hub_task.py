@@ -68,13 +68,14 @@ class HubTask(Task):
         return {"model": self.model, "dataset": self.dataset, "kind": self.kind}
 
     def fingerprint(self) -> dict[str, Any]:
+        data = self._data()  # resolves the model's and the dataset's commits first
         return {
             "task": "hub",
             "version": 1,
             "model": self.model,
             "revision": self.revision or self._state.get("model_sha"),
             "dataset": self.dataset,
-            "dataset_revision": self.dataset_revision or self._data()["sha"],
+            "dataset_revision": self.dataset_revision or data["sha"],
             "max_train": self.max_train,
             "max_eval": self.max_eval,
         }
