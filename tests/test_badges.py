@@ -127,7 +127,8 @@ def test_repo_without_a_card(hub: LocalHub, reports: dict) -> None:
     assert result.status == "created"
     assert (
         _card_at(hub, repo, f"refs/pr/{result.pr_num}")
-        == b"<!-- gradience:start -->\nhello\n<!-- gradience:end -->\n"
+        == b'---\nlibrary_name: peft\nbase_model: "gradience-examples/tiny-llama"\n---\n'
+        b"<!-- gradience:start -->\nhello\n<!-- gradience:end -->\n"
     )
 
 

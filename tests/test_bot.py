@@ -273,3 +273,34 @@ def test_configuration_refuses_secrets_in_files_and_needs_both_secrets(tmp_path,
     with pytest.raises(UsageError, match="secrets come from the environment"):
         load_config(f)
     shutil.rmtree(tmp_path / "s.sqlite", ignore_errors=True)
+
+
+def test_a_rate_limited_hub_delays_the_job_without_dropping_it(hub, bot, bob):
+    """429s while the bot looks for its open PR: the job waits the Hub's window (not an attempt) and lands once."""
+    repo = f"bob/lora-{uuid.uuid4().hex[:8]}"
+    fault = hub.fault(rf"/api/models/{repo}/discussions", status=429, retry_after=1, times=2, method="GET")
+    bob.create_repo(repo)
+    hook = bob.create_webhook(url=f"{bot.url}/webhook", watched=[{"type": "model", "name": repo}],
+                              domains=["repo", "discussion"], secret=SECRET)  # fmt: skip
+    bob.create_commit(repo, [*_adapter_ops("healthy-r8"), CommitOperationAdd("README.md", CARD.encode())],
+                      commit_message="adapter")  # fmt: skip
+    _settle(hub, bot, hook.id)
+    assert hub.fault_hits(fault) == 2
+    assert len(_bot_prs(bob, repo)) == 1
+    card_jobs = [d for d in bot.state.deliveries() if d["kind"] == "card"]
+    assert [d["status"] for d in card_jobs] == ["done"] and card_jobs[0]["attempts"] == 0
+
+
+def test_a_repo_without_a_card_gets_a_minimal_one(hub, bot, bob):
+    repo = f"bob/lora-{uuid.uuid4().hex[:8]}"
+    bob.create_repo(repo)
+    bob.create_commit(repo, _adapter_ops("healthy-r8"), commit_message="adapter, no card")
+    status, detail = bot.worker.open_badge(repo)
+    assert status == "done" and "created" in detail
+    (pr,) = _bot_prs(bob, repo)
+    card = _card_at(bob, repo, f"refs/pr/{pr.num}").decode()
+    front = card.split("---")[1]
+    assert "library_name: peft" in front and 'base_model: "gradience-examples/tiny-llama"' in front
+    assert "<!-- gradience:start -->" in card.split("---", 2)[2]
+    meta = bob.model_info(repo, revision=f"refs/pr/{pr.num}").card_data.to_dict()
+    assert meta["library_name"] == "peft" and meta["base_model"] == "gradience-examples/tiny-llama"

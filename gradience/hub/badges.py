@@ -26,6 +26,7 @@ under us), ``UsageError`` (no token).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +35,7 @@ from gradience.errors import GradienceError, HubAccessError, HubTransferError, U
 from gradience.hub.cards import decode_card, encode_card, has_section, upsert_section
 from gradience.report.badge import badge_markdown
 
-__all__ = ["CARD_PATH", "PR_TITLE", "BadgeResult", "badge_section", "publish_badge"]
+__all__ = ["CARD_PATH", "PR_TITLE", "BadgeResult", "badge_section", "minimal_card", "publish_badge"]
 
 PR_TITLE = "Add the Gradience LoRA utilisation badge"
 CARD_PATH = "README.md"
@@ -87,6 +88,17 @@ def badge_section(repo_id: str, report: Any, *, link: str | None = None) -> str:
     return badge_markdown(repo_id, report, link=link)
 
 
+def minimal_card(report: Any) -> str:
+    """The card a repo without one gets: just enough metadata for the Hub to list the adapter
+    (``library_name: peft`` and its ``base_model``), then the badge section."""
+    adapter = (report.to_dict() if hasattr(report, "to_dict") else dict(report or {})).get("adapter") or {}
+    base = adapter.get("base_model")
+    lines = ["---", "library_name: peft"]
+    if base:
+        lines.append(f"base_model: {json.dumps(str(base))}")
+    return "\n".join([*lines, "---", ""])
+
+
 class _Conflict(Exception):
     """The branch or PR moved between our read and our commit (HTTP 412)."""
 
@@ -135,12 +147,15 @@ def publish_badge(
         raise UsageError("a Hub token is needed to propose the badge: it is proposed in its owner's name",
                          param="token", repo_id=repo_id)  # fmt: skip
     content = section if section is not None else badge_section(repo_id, report, link=link)
+    blank = minimal_card(report)
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
     for _ in range(MAX_ATTEMPTS):
         try:
-            return _publish_once(api, repo_id, content, repo_type, revision, create_pr, title, description)
+            return _publish_once(
+                api, repo_id, content, repo_type, revision, create_pr, title, description, blank
+            )
         except _Conflict:
             continue
         except GradienceError:
@@ -163,10 +178,11 @@ def _publish_once(
     create_pr: bool,
     title: str,
     description: str | None,
+    blank: str = "",
 ) -> BadgeResult:
     base_sha = api.repo_info(repo_id, repo_type=repo_type, revision=revision).sha
     card = _read_card(api, repo_id, repo_type, base_sha)
-    new = upsert_section(card, content)
+    new = upsert_section(card or blank, content)
     if new == card:
         return BadgeResult("unchanged", repo_id, content)
     if not create_pr:
@@ -181,7 +197,7 @@ def _publish_once(
     ref = f"refs/pr/{pr}"
     pr_sha = api.repo_info(repo_id, repo_type=repo_type, revision=ref).sha
     pr_card = _read_card(api, repo_id, repo_type, pr_sha)
-    pr_new = upsert_section(pr_card, content)
+    pr_new = upsert_section(pr_card or blank, content)
     url = _discussion_url(api.endpoint, repo_id, repo_type, pr)
     if pr_new == pr_card:
         return BadgeResult("unchanged", repo_id, content, pr, url)
