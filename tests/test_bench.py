@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,19 +151,39 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_json_table_plot_and_instant_rerun(tmp_path):
+def _counts(stderr: str) -> tuple[int, int]:
+    m = re.search(r"bench: \d+ units, (\d+) computed, (\d+) from the cache", stderr)
+    assert m, stderr
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_cli_killed_resumed_then_instant_with_json_table_and_plot(tmp_path):
     config = tmp_path / "bench.toml"
     config.write_text("seeds = 1\nsteps = 5\nprobe_rank = 4\nbatch_size = 16\n")
     out, plot = tmp_path / "out", tmp_path / "bench.png"
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    killed = subprocess.Popen([sys.executable, "-m", "gradience", "bench", "--config", str(config), "--out", str(out)],
+                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)  # fmt: skip
+    try:
+        for line in killed.stderr:
+            if line.startswith("bench: [3/"):
+                killed.kill()  # SIGKILL: no cleanup, no chance to finish the unit in progress
+                break
+    finally:
+        killed.kill()
+        killed.wait(60)
+        killed.stderr.close()
     first = _cli("--config", str(config), "--out", str(out), "--json", "--plot", str(plot))
     assert first.returncode == 0, first.stderr
+    computed, cached = _counts(first.stderr)
+    assert cached >= 3 and computed >= 1  # resumed: the killed run's units were kept
     report = json.loads(first.stdout)
     jsonschema.validate(report, SCHEMA)
     assert report["config"]["steps"] == 5 and report["task"]["name"] == "synthetic"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = _cli("--config", str(config), "--out", str(out), "--tolerance", "-100")
     assert again.returncode == 0, again.stderr
-    assert " 0 computed" in again.stderr
+    assert _counts(again.stderr) == (0, computed + cached)
     for c in report["candidates"]:
         assert c["name"] in again.stdout
     assert "PASS" in again.stdout and "FAIL" not in again.stdout  # −100 points: everything passes
