@@ -304,3 +304,24 @@ def test_a_repo_without_a_card_gets_a_minimal_one(hub, bot, bob):
     assert "<!-- gradience:start -->" in card.split("---", 2)[2]
     meta = bob.model_info(repo, revision=f"refs/pr/{pr.num}").card_data.to_dict()
     assert meta["library_name"] == "peft" and meta["base_model"] == "gradience-examples/tiny-llama"
+
+
+def test_with_an_ecosystem_dataset_the_badge_gives_the_percentile_among_the_same_r(hub, bot, bob, tmp_path):
+    from gradience.ecosystem.dataset import write_tables
+
+    utils = [0.1, 0.2, 0.3, 0.5, 0.9]  # healthy-r8 has 0.403: above 3 of these 5
+    rows = [{"repo_id": f"pub/a{i}", "subfolder": "", "status": "ok", "untrained": False, "r": 8,
+             "utilization_mean": u} for i, u in enumerate(utils)]  # fmt: skip
+    rows.append({"repo_id": "pub/r16", "subfolder": "", "status": "ok", "untrained": False, "r": 16,
+                 "utilization_mean": 0.01})  # fmt: skip
+    for row in rows:
+        row.update(discovered_by="all", gradience_version="test", dataset_version=1)
+    write_tables(rows, [], tmp_path / "eco")
+    bot.worker.config = bot.config.replace(dataset=str(tmp_path / "eco"))
+    repo = f"bob/lora-{uuid.uuid4().hex[:8]}"
+    bob.create_repo(repo)
+    bob.create_commit(repo, _adapter_ops("healthy-r8"), commit_message="adapter")
+    assert bot.worker.open_badge(repo)[0] == "done"
+    (pr,) = _bot_prs(bob, repo)
+    card = _card_at(bob, repo, f"refs/pr/{pr.num}").decode()
+    assert "higher than 60% of 5 public r=8 adapters" in card

@@ -35,6 +35,8 @@ class BotConfig:
         global_per_minute: actions per minute across all repos.
         max_attempts: tries before a job is marked failed (429s do not count).
         max_bytes: LoRA bytes one audit may fetch.
+        dataset: the published ecosystem dataset (a folder or a Hub dataset repo id); when
+            set, badges add the adapter's percentile among public adapters of the same r.
     """
 
     host: str = "127.0.0.1"
@@ -49,6 +51,7 @@ class BotConfig:
     global_per_minute: int = 30
     max_attempts: int = 5
     max_bytes: int = 512 * 1024**2
+    dataset: str | None = None
 
     def replace(self, **changes: Any) -> BotConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -55,9 +55,12 @@ CLOSE_NOTE = (
 )
 
 
-def card_section(repo_id: str, report: dict[str, Any], *, link: str | None = None) -> str:
-    """The card's Gradience section: the badge and a one-line summary. It holds no commit id,
-    so a push that leaves the weights alone leaves the section — and the PR — alone."""
+def card_section(
+    repo_id: str, report: dict[str, Any], *, link: str | None = None, among: dict[str, Any] | None = None
+) -> str:
+    """The card's Gradience section: the badge and a one-line summary (plus, with an ecosystem
+    dataset, the percentile among public adapters of the same r). It holds no commit id, so a
+    push that leaves the weights alone leaves the section — and the PR — alone."""
     from gradience.report.badge import badge_markdown
 
     rec = report.get("recommendation") or {}
@@ -73,6 +76,10 @@ def card_section(repo_id: str, report: dict[str, Any], *, link: str | None = Non
         "flags: " + (", ".join(f"`{f}`" for f in report.get("flags") or []) or "none"),
     ]
     line = " · ".join(p for p in parts if p)
+    same_r = (among or {}).get("same_r") or {}
+    if same_r.get("n"):
+        r = (report.get("adapter") or {}).get("r")
+        line += f" · higher than {same_r['percentile']:.0f}% of {same_r['n']} public r={r} adapters"
     return f"{badge_markdown(repo_id, report, link=link)}\n\n{line} — measured from the weights by Gradience."
 
 
@@ -85,6 +92,7 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._user: dict[str, Any] | None = None
+        self._dataset: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -185,7 +193,7 @@ class Worker:
         report = self._audit(repo, revision)
         if report is None:
             return "skipped", "not a LoRA adapter repo (or several adapters: no single badge)"
-        section = card_section(repo, report, link=self.config.link)
+        section = card_section(repo, report, link=self.config.link, among=self._among(repo, report))
         prior = self.state.pr(repo)
         if not force and prior and prior["state"] == "open" and prior["section"] == section:
             return "skipped", "the badge is unchanged"
@@ -289,6 +297,21 @@ class Worker:
                 return None
             raise
         return res.to_dict(layers=True)
+
+    def _among(self, repo: str, report: dict[str, Any]) -> dict[str, Any] | None:
+        """Where this adapter stands in the ecosystem dataset, when one is configured."""
+        util = report.get("utilization_mean")
+        if not self.config.dataset or util is None or "untrained" in (report.get("flags") or []):
+            return None
+        from gradience.ecosystem.discovery import family_of
+        from gradience.ecosystem.percentile import place
+        from gradience.ecosystem.stats import resolve_dataset
+
+        if self._dataset is None:
+            self._dataset = resolve_dataset(self.config.dataset)
+        a = report.get("adapter") or {}
+        return place(self._dataset, utilization=util, r=a.get("r"), family=family_of(a.get("base_model")),
+                     exclude=(repo, ""))  # fmt: skip
 
     def _repo_meta(self, repo: str, revision: str) -> tuple[list[str], dict[str, Any]]:
         info = self._hub(lambda: self.api().model_info(repo, revision=revision), repo)
