@@ -325,3 +325,31 @@ def test_with_an_ecosystem_dataset_the_badge_gives_the_percentile_among_the_same
     (pr,) = _bot_prs(bob, repo)
     card = _card_at(bob, repo, f"refs/pr/{pr.num}").decode()
     assert "higher than 60% of 5 public r=8 adapters" in card
+
+
+def test_a_mention_asking_for_an_audit_gets_one_reply(hub, bot, bob):
+    repo, hook = _repo(bob, bot)
+    _settle(hub, bot, hook)
+    handle = bot.worker.handle
+    d = bob.create_discussion(repo, title="question", description=f"@{handle} please audit this")
+    bob.comment_discussion(repo, d.num, f"hey @{handle}, audit please")
+    bob.comment_discussion(repo, d.num, "no mention here, audit")
+    _settle(hub, bot, hook)
+    replies = [e for e in bob.get_discussion_details(repo, d.num).events
+               if e.type == "comment" and e.author == handle]  # fmt: skip
+    assert len(replies) == 1 and "Gradience audit of" in replies[0].content
+    assert "Recommended rank" in replies[0].content or "recommended rank" in replies[0].content.lower()
+
+
+def test_rate_limits_space_actions_per_repo_and_overall(tmp_path):
+    from gradience.bot.state import State
+
+    st = State(tmp_path / "s.sqlite")
+    assert st.wait_for_slot("a/b", 10.0, 3) == 0
+    st.record_action("a/b")
+    assert 9.0 < st.wait_for_slot("a/b", 10.0, 3) <= 10.0  # the same repo waits its interval
+    assert st.wait_for_slot("c/d", 10.0, 3) == 0  # another repo does not
+    st.record_action("c/d")
+    st.record_action("e/f")
+    assert 59.0 < st.wait_for_slot("g/h", 0.0, 3) <= 60.0  # three actions this minute: everyone waits
+    st.close()
