@@ -197,3 +197,13 @@ def test_missing_hub_revision_is_named_in_the_error(hub):
     with pytest.raises(gradience.RevisionNotFoundError) as e:
         gradience.audit(f"{H.EXAMPLE_REPOS['healthy-r8']}@no-such-tag")
     assert "revision no-such-tag not found" in str(e.value) and e.value.revision == "no-such-tag"
+
+
+def test_a_plain_404_is_not_found_not_a_transient_error(hub, tmp_path, capsys, monkeypatch):
+    """A one-part repo id ("gpt2" style) the Hub answers with a bare 404: the badge command
+    used to say "HTTP 404 ... try again later" (a transient error, so bots retried it)."""
+    monkeypatch.setenv("HF_TOKEN", hub.tokens["carol"])
+    assert main(["badge", "open", "no-such-model", "--state", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no-such-model not found on the Hub" in err
+    assert "try again" not in err

@@ -46,6 +46,12 @@ def translate(
                 f"the Hub refused access to {repo_id} (HTTP {status}); check the token", **where
             )
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        if status in (404, 410):
+            # A 404 without the Hub's error code (a proxy, a mirror, an endpoint that moved) is
+            # still "not there": retrying it would only repeat the answer.
+            return AdapterNotFoundError(
+                f"{f'{what} of ' if what else ''}{repo_id} not found on the Hub (HTTP {status})", **where
+            )
         if status == 429:
             return RateLimitedError(
                 f"the Hub rate-limited requests for {repo_id}: {first}",
