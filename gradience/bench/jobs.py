@@ -121,10 +121,9 @@ def run_on_jobs(
         namespace=namespace,
     )
     ns = namespace or (job.owner.name if job.owner else None)
-    say(
-        f"bench: job {job.id} on {flavor} (timeout {seconds} s){' · ' + job.url if getattr(job, 'url', None) else ''}"
-    )
-    try:
+    try:  # from here on, Ctrl-C cancels the job (even while this line is printed)
+        where = f" · {job.url}" if getattr(job, "url", None) else ""
+        say(f"bench: job {job.id} on {flavor} (timeout {seconds} s){where}")
         report, tail = _follow(api, job.id, ns, seconds + GRACE_S, token, say)
     except KeyboardInterrupt:
         api.cancel_job(job_id=job.id, namespace=ns)
