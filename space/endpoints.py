@@ -124,6 +124,34 @@ def _public_source(src: Source, core: dict[str, Any]) -> dict[str, Any]:
     return {"path": src.name, "kind": src.kind, **({"repo": src.repo_id} if src.repo_id else {}), **keep}
 
 
+#: The published ecosystem dataset (a folder or a Hub dataset repo id, docs/ecosystem.md): when
+#: set, every audit is placed among public adapters ("higher than 73% of public r=16 adapters").
+DATASET = os.environ.get("GRADIENCE_DATASET") or None
+_dataset_dir: list[Path] = []
+
+
+def _ecosystem(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The audit's percentile among public adapters, or None (no dataset, untrained adapter, or
+    a dataset that cannot be read right now — an audit never fails for want of context)."""
+    util = report.get("utilization_mean")
+    if not DATASET or util is None or "untrained" in (report.get("flags") or []):
+        return None
+    from gradience.ecosystem.discovery import family_of
+    from gradience.ecosystem.percentile import place
+    from gradience.ecosystem.stats import resolve_dataset
+
+    a, src = report.get("adapter") or {}, report.get("source") or {}
+    try:
+        if not _dataset_dir:
+            _dataset_dir.append(resolve_dataset(DATASET, token=False))
+        family = family_of(a.get("base_model"))
+        exclude = (src["repo"], src.get("subfolder") or "") if src.get("repo") else None
+        among = place(_dataset_dir[0], utilization=util, r=a.get("r"), family=family, exclude=exclude)
+    except GradienceError:
+        return None
+    return {"dataset": DATASET, "r": a.get("r"), "family": family, "among": among}
+
+
 def _audit_report(src: Source, options: OpenOptions, progress: gr.Progress) -> dict[str, Any]:
     result = _call(
         gradience.audit,
@@ -133,7 +161,10 @@ def _audit_report(src: Source, options: OpenOptions, progress: gr.Progress) -> d
         progress=_progress_cb(progress, "Auditing layers"),
     )
     report = _jsonable(result.to_dict(layers=True))
+    eco = _ecosystem(report)
     report["source"] = _public_source(src, report.get("source") or {})
+    if eco is not None:
+        report["ecosystem"] = eco
     return report
 
 

@@ -78,6 +78,18 @@ def headline(report: dict[str, Any]) -> str:
         ),
         _card("flags", html.escape(", ".join(f.replace("_", " ") for f in flags)) or "none", b.message, tone),
     ]
+    eco = report.get("ecosystem") or {}
+    same_r = (eco.get("among") or {}).get("same_r") or {}
+    if same_r.get("n"):
+        everyone = (eco.get("among") or {}).get("all") or {}
+        cards.append(
+            _card(
+                "among public adapters",
+                f"{same_r['percentile']:.0f}%",
+                f"higher utilisation than {same_r['percentile']:.0f}% of {same_r['n']} public r={eco.get('r')} "
+                f"adapters ({everyone.get('percentile') or 0:.0f}% of all {everyone.get('n', 0)})",
+            )
+        )
     name = html.escape(str((report.get("source") or {}).get("name") or ""))
     base = html.escape(str(a.get("base_model") or "unknown"))
     head = (

@@ -341,3 +341,27 @@ def test_badge_pr_refusals(hub: LocalHub) -> None:
         endpoints.badge_pr(PRIVATE_REPO, _oauth(hub.tokens["carol"]))
     with pytest.raises(gr.Error, match="gated"):  # nor bob's gated one
         endpoints.badge_pr(GATED_REPO, _oauth(hub.tokens["carol"]))
+
+
+def test_with_an_ecosystem_dataset_an_audit_is_placed_among_public_adapters(
+    hub: LocalHub, tmp_path, monkeypatch
+):
+    from gradience.ecosystem.dataset import write_tables
+
+    ep = _endpoints()
+    rows = [
+        {"repo_id": f"pub/a{i}", "subfolder": "", "status": "ok", "untrained": False, "r": 8,
+         "utilization_mean": u, "discovered_by": "all", "gradience_version": "t", "dataset_version": 1}
+        for i, u in enumerate([0.1, 0.2, 0.3, 0.5, 0.9])
+    ]  # fmt: skip
+    write_tables(rows, [], tmp_path / "eco")
+    monkeypatch.setattr(ep, "DATASET", str(tmp_path / "eco"))
+    monkeypatch.setattr(ep, "_dataset_dir", [])
+    report, _ = ep.audit(EXAMPLE_REPOS["healthy-r8"])
+    assert report["ecosystem"]["among"]["same_r"] == {"n": 5, "below": 3, "percentile": 60.0}
+    render = sys.modules["render"]
+    assert "higher utilisation than 60% of 5 public r=8 adapters" in render.headline(report)
+    untrained, _ = ep.audit(EXAMPLE_REPOS["untrained-r8"])
+    assert "ecosystem" not in untrained  # nothing to place
+    monkeypatch.setattr(ep, "DATASET", None)
+    assert "ecosystem" not in ep.audit(EXAMPLE_REPOS["healthy-r8"])[0]
