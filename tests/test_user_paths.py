@@ -207,3 +207,29 @@ def test_a_plain_404_is_not_found_not_a_transient_error(hub, tmp_path, capsys, m
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no-such-model not found on the Hub" in err
     assert "try again" not in err
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        {"default": "linear"},
+        {"layers": ["model.l0.q"]},
+        {"layers": {"model.l0.q": {"strategy": "linear", "compress_first": {"a": "3"}}}},
+    ],
+)
+def test_a_hand_edited_merge_plan_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys, plan):
+    a, b = _adapter(tmp_path / "a", seed=1), _adapter(tmp_path / "b", seed=2)
+    (tmp_path / "plan.json").write_text(json.dumps({"schema": "gradience.merge_plan/v1", **plan}))
+    args = [
+        "merge",
+        str(a),
+        str(b),
+        "--plan",
+        str(tmp_path / "plan.json"),
+        "--out",
+        str(tmp_path / "m"),
+        "-q",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "merge plan" in err and not (tmp_path / "m").exists()

@@ -203,8 +203,25 @@ def _load_plan(plan: str | Path | dict[str, Any], n: int) -> dict[str, Any]:
     plan = json.loads(json.dumps(plan))  # private copy
     plan.setdefault("default", {"strategy": "linear", "weights": [1.0 / n] * n, "density": 1.0})
     plan.setdefault("layers", {})
+    # A plan is a file the user may have edited: every shape is checked here, so a bad one is
+    # a one-line ConfigError rather than a crash halfway through writing the merge.
+    if not isinstance(plan["layers"], dict):
+        raise ConfigError("merge plan: 'layers' must map layer names to settings")
     for where, spec in [("default", plan["default"]), *plan["layers"].items()]:
-        get_strategy(spec.get("strategy", "linear"))
+        if not isinstance(spec, dict):
+            raise ConfigError(f"merge plan entry {where!r} must be an object of settings")
+        name = spec.get("strategy", "linear")
+        if not isinstance(name, str):
+            raise ConfigError(f"merge plan entry {where!r}: 'strategy' must be a strategy name")
+        get_strategy(name)
+        cf = spec.get("compress_first")
+        if cf is not None and not (
+            isinstance(cf, dict)
+            and all(
+                k is None or (isinstance(k, int) and not isinstance(k, bool) and k >= 1) for k in cf.values()
+            )
+        ):
+            raise ConfigError(f"merge plan entry {where!r}: 'compress_first' must map a/b to a rank (≥ 1)")
         w = spec.get("weights", [1.0 / n] * n)
         if not (isinstance(w, list) and len(w) == n and all(isinstance(x, int | float) for x in w)):
             raise ConfigError(f"merge plan entry {where!r}: 'weights' must list {n} numbers")
