@@ -546,7 +546,41 @@ def _as_audit_dict(x: Any) -> dict[str, Any]:
         raise UsageError(f"not an audit: expected schema {AUDIT_SCHEMA!r}, got {d.get('schema')!r}")
     if not isinstance((d.get("layer_data") or {}).get("layer_rows"), list):
         raise UsageError("the audit has no per-layer rows (layer_data); audit with layers included")
+    problem = _shape_problem(d)
+    if problem:
+        raise UsageError(f"not a readable audit: {problem}")
     return d
+
+
+def _number(x: Any) -> bool:
+    return x is None or (isinstance(x, int | float) and not isinstance(x, bool))
+
+
+def _shape_problem(d: Mapping[str, Any]) -> str | None:
+    """What makes a saved audit unusable for a diff, or None. Saved reports are files a person
+    or another tool may have edited; the diff reads these fields and no others."""
+    for key in ("source", "adapter"):
+        if not isinstance(d.get(key), dict):
+            return f"{key!r} is not an object"
+    if not isinstance(d.get("recommendation"), dict | None):
+        return "'recommendation' is not an object"
+    rec = d.get("recommendation") or {}
+    if not isinstance(rec.get("per_layer") or {}, dict) or not isinstance(
+        rec.get("rank_pattern") or {}, dict
+    ):
+        return "the recommendation's per-layer ranks are not an object"
+    for m in ADAPTER_METRICS:
+        if not _number(d.get(m)):
+            return f"{m!r} is not a number"
+    if not isinstance(d.get("flags"), list):
+        return "'flags' is not a list"
+    for row in d["layer_data"]["layer_rows"]:
+        if not (isinstance(row, dict) and isinstance(row.get("name"), str) and isinstance(row.get("r"), int)):
+            return "a layer row lacks its name or r"
+        bad = next((m for m in LAYER_METRICS if m != "recommended_rank" and not _number(row.get(m))), None)
+        if bad or not isinstance(row.get("flags"), list):
+            return f"layer {row['name']}: {bad or 'flags'} is not {'a number' if bad else 'a list'}"
+    return None
 
 
 def _rows(d: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:

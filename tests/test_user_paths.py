@@ -233,3 +233,24 @@ def test_a_hand_edited_merge_plan_of_the_wrong_shape_is_a_one_line_error(tmp_pat
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "merge plan" in err and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["layer_data"]["layer_rows"][0].pop("r"),
+        lambda d: d["layer_data"]["layer_rows"][0].pop("flags"),
+        lambda d: d.update(adapter="LORA"),
+        lambda d: d.update(source=None),
+        lambda d: d.update(utilization_mean="0.4"),
+    ],
+)
+def test_diff_of_a_saved_audit_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys, edit):
+    a = _adapter(tmp_path / "a")
+    assert main(["audit", str(a), "--json", "--layers"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    edit(saved)
+    (tmp_path / "saved.json").write_text(json.dumps(saved))
+    assert main(["diff", str(tmp_path / "saved.json"), str(a)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a readable audit" in err
