@@ -254,3 +254,19 @@ def test_diff_of_a_saved_audit_of_the_wrong_shape_is_a_one_line_error(tmp_path, 
     assert main(["diff", str(tmp_path / "saved.json"), str(a)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a readable audit" in err
+
+
+def test_audit_json_keeps_its_schema_when_the_config_has_odd_informational_fields(tmp_path, capsys):
+    """base_model_name_or_path, task_type and target_modules are copied into the report; a
+    config holding a number or a list there used to produce JSON that broke the schema."""
+    import jsonschema
+
+    a = _adapter(tmp_path / "a")
+    config = json.loads((a / "adapter_config.json").read_text())
+    config.update(base_model_name_or_path=["org/m"], task_type=5, target_modules=["q", 5])
+    (a / "adapter_config.json").write_text(json.dumps(config))
+    assert main(["audit", str(a), "--json", "--layers"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    schema = json.loads((Path(gradience.__file__).parent / "schemas" / "audit.schema.json").read_text())
+    jsonschema.validate(report, schema)
+    assert report["adapter"]["base_model"] is None and report["adapter"]["task_type"] is None

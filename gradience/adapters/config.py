@@ -108,9 +108,9 @@ class AdapterConfig:
             use_dora=bool(data.get("use_dora", False)),
             rank_pattern={k: int(v) for k, v in rank_pattern.items()},
             alpha_pattern={k: float(v) for k, v in alpha_pattern.items()},
-            target_modules=targets if isinstance(targets, list | str) else None,
-            base_model=data.get("base_model_name_or_path") or None,
-            task_type=data.get("task_type") or None,
+            target_modules=targets if _is_str_or_strs(targets) else None,
+            base_model=_str_or_none(data.get("base_model_name_or_path")),
+            task_type=_str_or_none(data.get("task_type")),
             modules_to_save=list(mts) if isinstance(mts, list) else None,
             fan_in_fan_out=bool(data.get("fan_in_fan_out", False)),
             raw=dict(data),
@@ -166,3 +166,13 @@ def exact_pattern(pattern: dict[str, Any], names: list[str]) -> dict[str, Any]:
         hits = [n for n in names if n.endswith(leaf) and match_pattern_key([key], n) is not None]
         out[key if hits == [key] else re.escape(key)] = k
     return out
+
+
+def _str_or_none(x: Any) -> str | None:
+    """Informational string fields (base model, task type): anything but a non-empty string
+    is treated as absent, so reports keep their documented types whatever a config holds."""
+    return x if isinstance(x, str) and x else None
+
+
+def _is_str_or_strs(x: Any) -> bool:
+    return isinstance(x, str) or (isinstance(x, list) and all(isinstance(t, str) for t in x))
