@@ -11,7 +11,7 @@ result loads with ``peft.PeftModel.from_pretrained``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ def compress(
     rank: int | None = None,
     policy: str | None = None,
     per_layer: bool = False,
+    ranks: Mapping[str, int] | None = None,
     dtype: str | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -85,7 +86,8 @@ def compress(
 
     At most one way of choosing ranks: ``rank=K`` (every layer min(K, r, out, in), capped
     layers named in the warnings); ``per_layer=True`` (each layer its recommended rank,
-    written as ``rank_pattern``); otherwise the audit's uniform recommended rank
+    written as ``rank_pattern``); ``ranks={layer: k}`` (exactly these, capped like ``rank``;
+    layers not named keep their r); otherwise the audit's uniform recommended rank
     (:attr:`AdapterAudit.recommendation`) under ``policy`` (default ``energy@0.9``).
 
     Args:
@@ -104,7 +106,7 @@ def compress(
     Example:
         >>> gradience.compress("examples/overprovisioned-r64", "r8/", rank=8)  # doctest: +SKIP
     """
-    if rank is not None and (per_layer or policy is not None):
+    if sum([rank is not None, ranks is not None, per_layer or policy is not None]) > 1:
         raise UsageError("choose exactly one of a rank, a policy or per-layer ranks", param="rank")
     if rank is not None and (not isinstance(rank, int) or rank < 1):
         raise UsageError(f"rank must be a positive integer, got {rank!r}", param="rank")
@@ -122,8 +124,28 @@ def compress(
             raise UnsupportedAdapterError(
                 f"compress writes LoRA adapters; {adapter.config.peft_type} input is not supported"
             )
-        ranks, warnings = _target_ranks(adapter, rank, policy, per_layer)
-        return _write(adapter, out, ranks, dtype, progress, warnings)
+        if ranks is not None:
+            chosen, warnings = _explicit_ranks(adapter, ranks)
+        else:
+            chosen, warnings = _target_ranks(adapter, rank, policy, per_layer)
+        return _write(adapter, out, chosen, dtype, progress, warnings)
+
+
+def _explicit_ranks(adapter: Adapter, ranks: Mapping[str, int]) -> tuple[dict[str, int], list[str]]:
+    """Caller-chosen ranks per layer (a bench's candidate), each capped at what the layer holds."""
+    names = {x.name for x in adapter.layers}
+    unknown = sorted(set(ranks) - names)
+    if unknown:
+        raise UsageError(f"no LoRA layer named {unknown[0]!r} in this adapter", param="ranks")
+    bad = [k for k in ranks.values() if not isinstance(k, int) or k < 1]
+    if bad:
+        raise UsageError(f"ranks must be positive integers, got {bad[0]!r}", param="ranks")
+    out = {x.name: min(ranks.get(x.name, x.r), _attainable(x)) for x in adapter.layers}
+    capped = [x.name for x in adapter.layers if ranks.get(x.name, x.r) > _attainable(x)]
+    warnings = (
+        [f"{len(capped)} layer(s) capped at what they can hold: {', '.join(capped[:5])}"] if capped else []
+    )
+    return out, warnings
 
 
 def _target_ranks(adapter: Adapter, rank, policy, per_layer) -> tuple[dict[str, int], list[str]]:

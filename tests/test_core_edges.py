@@ -205,3 +205,22 @@ def test_reports_round_trip_and_flatten():
     assert len(layers) == 14 and {x["module"] for x in layers} == {x.name for x in res.layers}
     with pytest.raises(gradience.UsageError):
         AdapterAudit.from_dict(res.to_dict())  # no per-layer rows
+
+
+def test_compress_to_explicit_ranks_per_layer(tmp_path):
+    src = EXAMPLES / "overprovisioned-r64"
+    names = [x.name for x in gradience.audit(src).layers]
+    want = {names[0]: 3, names[1]: 200}
+    res = gradience.compress(src, tmp_path / "c", ranks=want)
+    got = {x.name: x.r_after for x in res.layers}
+    top = next(x for x in gradience.audit(src).layers if x.name == names[1]).layer
+    assert got[names[0]] == 3 and got[names[1]] == min(64, top.out_features, top.in_features)
+    layers = {x.name: x.layer for x in gradience.audit(src).layers}
+    for n in names[2:]:  # not named: they keep their r (or what their width allows)
+        assert got[n] == min(64, layers[n].out_features, layers[n].in_features)
+    dense = _dense_update(tmp_path / "c")[names[0]]
+    assert np.linalg.matrix_rank(dense, tol=1e-6 * np.abs(dense).max()) == 3
+    with pytest.raises(gradience.UsageError, match="no LoRA layer named"):
+        gradience.compress(src, tmp_path / "d", ranks={"nope": 2})
+    with pytest.raises(gradience.UsageError):
+        gradience.compress(src, tmp_path / "e", ranks=want, rank=4)

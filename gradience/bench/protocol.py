@@ -161,21 +161,15 @@ def _truncated(
     task: Task, probe_dir: Path, ranks: dict[str, int], cache: ResultCache, k: str, config: BenchConfig
 ) -> tuple[Any, float]:
     """The probe's optimal truncation to ``ranks`` (no training), loaded for evaluation."""
-    from gradience.adapters.load import load_adapter
     from gradience.bench.train import load
-    from gradience.compression import _write, compress
+    from gradience.compression import compress
 
     start = time.perf_counter()
     _threads(task, config)
     out = cache.adapter_dir(k)
     if out.exists():
         shutil.rmtree(out)
-    values = set(ranks.values())
-    if len(values) == 1:
-        compress(str(probe_dir), str(out), rank=values.pop())
-    else:
-        with load_adapter(str(probe_dir)) as adapter:
-            _write(adapter, out, {x.name: min(ranks[x.name], x.r) for x in adapter.layers}, None, None, [])
+    compress(str(probe_dir), str(out), ranks=ranks)
     model = load(task, out)
     seconds = time.perf_counter() - start
     if not os.environ.get("GRADIENCE_BENCH_KEEP_ADAPTERS"):
