@@ -40,6 +40,7 @@ _ERRORS = (
     "HubTransferError",
     "RateLimitedError",
     "HubTimeoutError",
+    "GitHubError",
 )
 
 _EXPORTS = {

@@ -20,14 +20,15 @@ catch either::
     │   ├── IncompatibleAdaptersError                incompatible   adapters of different base models / no shared layers
     │   └── UntrainedAdapterError                    untrained      an operation that needs a trained adapter
     ├── TelemetryError (ValueError)                  telemetry      training telemetry that cannot be analysed
-    └── HubError (OSError)                           hub            talking to the Hub failed
-        ├── HubAccessError (PermissionError)         access_denied  the token may not read / write this repo
-        │   ├── GatedRepoError                       gated          gated repo, conditions not accepted
-        │   └── PrivateRepoError                     private        private repo (the Hub answers 404)
-        ├── TooLargeError                            too_large      a download over its byte cap (``needed``/``limit``)
-        └── HubTransferError                         transient_error  the Hub kept failing after bounded retries
-            ├── RateLimitedError                     rate_limited   429s past the bounded wait (``retry_after``)
-            └── HubTimeoutError                      timeout        a stalled connection or a spent deadline
+    ├── HubError (OSError)                           hub            talking to the Hub failed
+    │   ├── HubAccessError (PermissionError)         access_denied  the token may not read / write this repo
+    │   │   ├── GatedRepoError                       gated          gated repo, conditions not accepted
+    │   │   └── PrivateRepoError                     private        private repo (the Hub answers 404)
+    │   ├── TooLargeError                            too_large      a download over its byte cap (``needed``/``limit``)
+    │   └── HubTransferError                         transient_error  the Hub kept failing after bounded retries
+    │       ├── RateLimitedError                     rate_limited   429s past the bounded wait (``retry_after``)
+    │       └── HubTimeoutError                      timeout        a stalled connection or a spent deadline
+    └── GitHubError                                  github         GitHub refused or failed a call (the Action)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "AdapterNotFoundError",
     "ConfigError",
     "GatedRepoError",
+    "GitHubError",
     "GradienceError",
     "HubAccessError",
     "HubError",
@@ -240,6 +242,12 @@ class HubTimeoutError(HubTransferError):
     """A connection stalled past its timeout, or an operation past its deadline."""
 
     code = "timeout"
+
+
+class GitHubError(GradienceError):
+    """GitHub refused or failed a call the Action needs (bad token, unknown repository, ...)."""
+
+    code = "github"
 
 
 def error_codes() -> dict[str, type[GradienceError]]:

@@ -12,16 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from gradience.action.adapters import ChangedFile
 from gradience.action.render import marker, read_digest
-from gradience.errors import GradienceError
+from gradience.errors import GitHubError
 
 if TYPE_CHECKING:
     from github.PullRequest import PullRequest as GhPull
-
-
-class GitHubError(GradienceError):
-    """GitHub refused or failed a call the run needs (bad token, unknown repository...)."""
-
-    code = "github"
 
 
 @dataclass(frozen=True)
