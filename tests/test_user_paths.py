@@ -270,3 +270,30 @@ def test_audit_json_keeps_its_schema_when_the_config_has_odd_informational_field
     schema = json.loads((Path(gradience.__file__).parent / "schemas" / "audit.schema.json").read_text())
     jsonschema.validate(report, schema)
     assert report["adapter"]["base_model"] is None and report["adapter"]["task_type"] is None
+
+
+def _with_extra_tensors(folder: Path, extra: dict[str, np.ndarray]) -> Path:
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    save_file({**tensors, **extra}, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def test_lora_bias_is_listed_as_not_audited_and_a_merge_says_it_drops_it(tmp_path):
+    a = _adapter(tmp_path / "a")
+    config = json.loads((a / "adapter_config.json").read_text())
+    (a / "adapter_config.json").write_text(json.dumps({**config, "lora_bias": True}))
+    bias = "base_model.model.model.l0.q.lora_B.bias"
+    _with_extra_tensors(a, {bias: np.ones(16, np.float32)})
+    assert [t["name"] for t in gradience.audit(a).to_dict()["ignored_tensors"]] == [bias]
+    merged = gradience.merge([a, a], tmp_path / "m", strategy="linear")
+    assert any("lora_bias" in w for w in merged.warnings)
+    assert json.loads((tmp_path / "m" / "adapter_config.json").read_text())["lora_bias"] is False
+
+
+def test_two_tensors_for_one_factor_are_refused_not_silently_one_of_them(tmp_path, capsys):
+    a = _adapter(tmp_path / "a")
+    key = "base_model.model.model.l0.q.lora_A.default.weight"
+    _with_extra_tensors(a, {key: np.ones((4, 16), np.float32)})
+    assert main(["audit", str(a)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "two lora_A tensors" in err

@@ -119,6 +119,7 @@ def group_layers(
     parts: dict[str, dict[str, str]] = {}
     adapters: set[str] = set()
     ignored: list[str] = []
+    duplicates: list[str] = []
     for key in shapes:
         stripped = key[: -len(".weight")] if key.endswith(".weight") else key
         m = _KEY.match(stripped)
@@ -131,12 +132,20 @@ def group_layers(
                 )
             ignored.append(key)
             continue
+        if stripped == key and m["adapter"] == "bias" and m["part"] in ("lora_A", "lora_B"):
+            # lora_bias=True saves a bias vector next to B: part of the layer's output, not of
+            # ΔW = B·A, so it is listed with the other tensors the audit leaves out.
+            ignored.append(key)
+            continue
         module = m["module"]
         module = module[len(_PREFIX) :] if module.startswith(_PREFIX) else module
         if m["adapter"]:
             adapters.add(m["adapter"])
         slot = parts.setdefault(module, {})
         part = m["part"].replace("embedding_", "")
+        if part in slot:
+            duplicates.append(f"module {module!r} has two {m['part']} tensors ({slot[part]!r} and {key!r})")
+            continue
         slot[part] = key
         if "embedding" in m["part"]:
             slot["embedding"] = key
@@ -146,6 +155,8 @@ def group_layers(
             "separately with PEFT's save_pretrained(selected_adapters=[...])",
             path=path,
         )
+    if duplicates:
+        raise AdapterFormatError(f"{duplicates[0]}: which one PEFT would load is ambiguous", path=path)
     if not parts:
         raise AdapterFormatError(
             "no LoRA tensors (lora_A / lora_B) found in the weights file; is this a PEFT LoRA adapter?",

@@ -360,6 +360,12 @@ def _output_config(adapters, names, ranks, warnings) -> dict[str, Any]:
         warnings.append(
             "modules_to_save tensors are not merged; the merged adapter leaves those modules as in the base"
         )
+    if any(key.endswith((".lora_B.bias", ".lora_A.bias")) for ad in adapters for key in ad.ignored):
+        warnings.append(
+            "LoRA bias terms (lora_bias) are not merged; the merged adapter has none (lora_bias off)"
+        )
+    if config.get("lora_bias"):
+        config["lora_bias"] = False  # no bias tensors are written
     config.update(
         peft_type="LORA", r=default_r, lora_alpha=float(default_r), use_rslora=False, use_dora=False,
         rank_pattern=exact_pattern(others, names),
