@@ -297,3 +297,38 @@ def test_two_tensors_for_one_factor_are_refused_not_silently_one_of_them(tmp_pat
     assert main(["audit", str(a)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "two lora_A tensors" in err
+
+
+def _scaled(folder: Path, a_scale: float, b_scale: float) -> Path:
+    """An F64 adapter whose factors are scaled to the edges of float64 (1e±150 and beyond)."""
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    out = {k: v.astype(np.float64) * (a_scale if ".lora_A." in k else b_scale) for k, v in tensors.items()}
+    save_file(out, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("scales", "dtype", "stored_as"), [((1e150, 1.0), "F32", "Inf"), ((1.0, 1e-170), "BF16", "zeros")]
+)
+def test_compress_and_merge_refuse_a_dtype_the_factors_do_not_fit(tmp_path, capsys, scales, dtype, stored_as):
+    """Such a write used to succeed and leave an adapter that audits as invalid or untrained."""
+    a = _scaled(_adapter(tmp_path / "a"), *scales)
+    assert main(["compress", str(a), "--out", str(tmp_path / "c"), "--dtype", dtype, "-q"]) == 2
+    assert (
+        main(
+            ["merge", str(a), str(a), "--strategy", "linear", "--out", str(tmp_path / "m"), "--dtype", dtype]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 2 and err.count(f"do not fit in {dtype}: they would be stored as {stored_as}") == 2
+    )
+    assert not (tmp_path / "c").exists() and not (tmp_path / "m").exists()
+    assert gradience.compress(a, tmp_path / "c64").layers[0].r_after >= 1  # F64 holds them
+
+
+def test_linear_merge_residual_of_huge_updates_is_a_number(tmp_path):
+    a = _scaled(_adapter(tmp_path / "a"), 1e150, 1e5)  # σ near 1e156: σ² overflows float64
+    merged = gradience.merge([a, a], tmp_path / "m", strategy="linear", energy=0.5, dtype="F64")
+    assert all(0 < x.residual < 1 for x in merged.layers)

@@ -38,10 +38,33 @@ def lora_factors(u: np.ndarray, s: np.ndarray, vt: np.ndarray, scale: float) -> 
 
 
 def encode(x: np.ndarray, dtype: str) -> np.ndarray | tuple[str, tuple[int, ...], bytes]:
-    """An array in the safetensors dtype ``dtype`` (BF16 rounded to nearest even)."""
+    """An array in the safetensors dtype ``dtype`` (BF16 rounded to nearest even).
+
+    Raises ``UsageError`` when the values do not fit: an entry that overflows to Inf, or a
+    factor that is not zero but rounds to all zeros, would write an adapter that audits as
+    invalid or untrained — a silent corruption of a correct result.
+    """
     if dtype == "BF16":
-        return ("BF16", tuple(x.shape), float32_to_bf16_bits(x.astype(np.float32)).tobytes())
-    return np.ascontiguousarray(x.astype(OUT_DTYPES[dtype]))
+        with np.errstate(over="ignore"):  # an overflow is reported below, as an error
+            f32 = x.astype(np.float32)
+        bits = float32_to_bf16_bits(f32)
+        finite = np.isfinite(f32).all()
+        vanished = not (bits & 0x7FFF).any()
+        out: np.ndarray | tuple[str, tuple[int, ...], bytes] = ("BF16", tuple(x.shape), bits.tobytes())
+    else:
+        with np.errstate(over="ignore"):
+            y = np.ascontiguousarray(x.astype(OUT_DTYPES[dtype]))
+        finite, vanished, out = bool(np.isfinite(y).all()), not y.any(), y
+    if (not finite and np.isfinite(x).all()) or (vanished and x.any()):
+        from gradience.errors import UsageError
+
+        peak = float(np.abs(x).max())
+        raise UsageError(
+            f"the factors (entries up to {peak:.3g}) do not fit in {dtype}: they would be stored as "
+            f"{'Inf' if not finite else 'zeros'}; write them in a wider dtype",
+            param="dtype",
+        )
+    return out
 
 
 def most_common_rank(ranks: Mapping[str, int]) -> int:

@@ -318,7 +318,9 @@ def _merge_layer(adapters, index, name, plan, energy, max_rank, mask_rng, svd_rn
         b_cat = np.hstack([wi * s * b for wi, (_, b, s) in zip(w, parts, strict=True)])
         a_cat = np.vstack([a for a, _, _ in parts])
         svd = svd_qr(a_cat, b_cat, 1.0)
-        total = float(np.dot(svd.s, svd.s))
+        # Energies in units of σ₁², so σ near 1e±160 neither overflow nor underflow when squared.
+        unit = float(svd.s[0]) if svd.s.size and svd.s[0] > 0 else 1.0
+        total = float(np.dot(svd.s / unit, svd.s / unit))
         exact = energy is None or energy >= 1
         k = max(1, min(cap, int(np.count_nonzero(svd.s > 0)) if exact else energy_rank(svd.s, energy)))
     else:
@@ -330,10 +332,11 @@ def _merge_layer(adapters, index, name, plan, energy, max_rank, mask_rng, svd_rn
         total = _sum_squares(merged)
         svd = randomized_svd(merged, cap, rng=svd_rng)
         del merged
+        unit = 1.0
         tail = math.sqrt(max(0.0, total - float(svd.s @ svd.s)))
         k = cap if energy is None else max(1, min(cap, energy_rank(np.append(svd.s, tail), energy)))
         k = min(k, svd.s.size)
-    kept = float(np.dot(svd.s[:k], svd.s[:k]))
+    kept = float(np.dot(svd.s[:k] / unit, svd.s[:k] / unit))
     residual = math.sqrt(max(0.0, total - kept) / total) if total > 0 else 0.0
     a_new, b_new = lora_factors(svd.u[:, :k], svd.s[:k], svd.vt[:k], 1.0)
     return layers[0], k, LayerMerge(name, strategy.name, tuple(w), d, k, residual), a_new, b_new
