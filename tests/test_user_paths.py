@@ -332,3 +332,13 @@ def test_linear_merge_residual_of_huge_updates_is_a_number(tmp_path):
     a = _scaled(_adapter(tmp_path / "a"), 1e150, 1e5)  # σ near 1e156: σ² overflows float64
     merged = gradience.merge([a, a], tmp_path / "m", strategy="linear", energy=0.5, dtype="F64")
     assert all(0 < x.residual < 1 for x in merged.layers)
+
+
+@pytest.mark.parametrize("scales", [(1e150, 1e5), (1.0, 1e-170)])
+def test_merge_audit_of_an_adapter_with_itself_at_extreme_scales_is_redundant(tmp_path, scales):
+    """Identical updates near 1e±160: agreement used to be NaN (verdict SAFE) for the large
+    ones and a ZeroDivisionError (internal error) for the small ones."""
+    a = _scaled(_adapter(tmp_path / "a", layers=("model.l0.q", "model.l1.q")), *scales)
+    agg = gradience.merge_audit([a, a]).to_dict()["pairs"][0]["aggregate"]
+    assert agg["overall_verdict"] == "REDUNDANT" and agg["mean_agreement"] == pytest.approx(1.0)
+    assert agg["compatibility_score"] == pytest.approx(1.0)

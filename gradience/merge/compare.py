@@ -57,13 +57,24 @@ class LayerSpectrum:
 
     @property
     def energy(self) -> float:
-        return float(np.dot(self.svd.s, self.svd.s)) if self.svd is not None else 0.0
+        """‖ΔW‖²_F, summed in units of σ₁² (Inf only when the result itself exceeds float64)."""
+        if self.svd is None or not self.svd.s.size or self.svd.s[0] == 0:
+            return 0.0
+        s0 = float(self.svd.s[0])
+        with np.errstate(over="ignore"):
+            return float(s0 * s0 * _unit_energy(self))
 
     def explicit(self) -> FactoredSVD:
         """U, σ, Vᵀ with explicit singular vectors (formed on demand for the fast route)."""
         if not self.fast:
             return self.svd
         return FactoredSVD(self.b @ self.p_left, self.svd.s, (self.a.T @ self.p_right).T)
+
+
+def _unit_energy(x: LayerSpectrum) -> float:
+    """Σ (σᵢ/σ₁)²: the energy in units of σ₁², never over- or underflowing."""
+    s = x.svd.s / x.svd.s[0]
+    return float(np.dot(s, s))
 
 
 #: (max/min Cholesky diagonal)² above which CholeskyQR's cond² error is not trusted.
@@ -219,14 +230,20 @@ def compare_layers(a: LayerSpectrum, b: LayerSpectrum, t: Thresholds) -> LayerCo
         right = eb_.vt @ va  # [r_b, k_a]
         d = np.einsum("ij,j,ji->i", left, eb_.s, right)
     s_top = a.svd.s[: a.k]
-    nd = float(np.linalg.norm(d))
+    # Norms, cosines and ratios in units of each side's σ₁: updates near 1e±160 square to
+    # Inf or 0 in float64, while every quantity here is a ratio that stays representable.
+    d_unit = d / sb
+    nd = float(np.linalg.norm(d_unit))
     # B's projection onto A's directions below float32 round-off of B's own scale is zero,
     # not a direction: its cosine would be noise of either sign.
-    negligible = nd <= NEGLIGIBLE * sb * math.sqrt(a.k)
-    agreement = 0.0 if negligible else float(np.dot(d, s_top) / (nd * float(np.linalg.norm(s_top))))
+    negligible = nd <= NEGLIGIBLE * math.sqrt(a.k)
+    s_unit = s_top / sa
+    agreement = 0.0 if negligible else float(np.dot(d_unit, s_unit) / (nd * float(np.linalg.norm(s_unit))))
     n_conflict = int(np.count_nonzero(d < -0.5 * np.minimum(s_top, sb)))
     sigma_ratio = max(sa, sb) / min(sa, sb)
-    frob_ratio = math.sqrt(max(ea, eb) / min(ea, eb))
+    fa, fb = math.sqrt(_unit_energy(a)), math.sqrt(_unit_energy(b))  # ‖ΔW‖_F / σ₁
+    q = (sa / sb) * (fa / fb)  # ‖ΔW_a‖_F / ‖ΔW_b‖_F
+    frob_ratio = q if q >= 1 else 1 / q
     stronger = None if sa == sb else ("a" if sa > sb else "b")
     verdict = classify(overlap, agreement, sigma_ratio, t)
     evidence = [

@@ -7,6 +7,7 @@ many layers the adapters have.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -44,9 +45,12 @@ class PairAudit:
         problem = incompatibility(self.compatibility)
         valid = [c for c in self.layers if c.verdict != "INVALID"]
         total = sum(c.energy_a + c.energy_b for c in valid)
+        # An update beyond float64's squares (σ₁ above ~1e154) makes the energies Inf: then,
+        # and for all-zero updates, every layer weighs the same.
+        even = not (0 < total < math.inf)
         share = {v: 0.0 for v in VERDICTS}
         for c in valid:
-            share[c.verdict] += (c.energy_a + c.energy_b) / total if total else 1.0 / len(valid)
+            share[c.verdict] += 1.0 / len(valid) if even else (c.energy_a + c.energy_b) / total
         overall = max(VERDICTS, key=lambda v: (share[v], -VERDICTS.index(v))) if valid else None
         worst_v = worst([c.verdict for c in valid])
         overlaps = [c.overlap for c in valid if c.overlap is not None]
