@@ -342,3 +342,16 @@ def test_merge_audit_of_an_adapter_with_itself_at_extreme_scales_is_redundant(tm
     agg = gradience.merge_audit([a, a]).to_dict()["pairs"][0]["aggregate"]
     assert agg["overall_verdict"] == "REDUNDANT" and agg["mean_agreement"] == pytest.approx(1.0)
     assert agg["compatibility_score"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("scales", [(1e150, 1e5), (1.0, 1e-170)])
+def test_dense_merges_keep_updates_near_the_edges_of_float64(tmp_path, scales):
+    """TIES and DARE work on float32 task vectors: updates near 1e+156 overflowed ("SVD did
+    not converge", an internal error) and near 1e-168 vanished (an all-zero merge, no error)."""
+    a = _scaled(_adapter(tmp_path / "a"), *scales)
+    source = gradience.audit(a).layers[0].singular_values
+    for strategy, factor in (("ties", 0.5), ("dare_linear", 1.0)):  # weights 0.5 / 0.5, density 1
+        out = tmp_path / strategy
+        gradience.merge([a, a], out, strategy=strategy, density=1.0, dtype="F64")
+        merged = gradience.audit(out).layers[0].singular_values
+        assert merged[0] == pytest.approx(factor * source[0], rel=1e-6, abs=0)

@@ -320,13 +320,19 @@ def _merge_layer(adapters, index, name, plan, energy, max_rank, mask_rng, svd_rn
         svd = svd_qr(a_cat, b_cat, 1.0)
         # Energies in units of σ₁², so σ near 1e±160 neither overflow nor underflow when squared.
         unit = float(svd.s[0]) if svd.s.size and svd.s[0] > 0 else 1.0
+        shift = 0
         total = float(np.dot(svd.s / unit, svd.s / unit))
         exact = energy is None or energy >= 1
         k = max(1, min(cap, int(np.count_nonzero(svd.s > 0)) if exact else energy_rank(svd.s, energy)))
     else:
-        # float32 task vectors and merge (the rules work in blocks); sums of squares in float64
-        tasks = [(s * b).astype(np.float32) @ a.astype(np.float32) for a, b, s in parts]
+        # float32 task vectors and merge (the rules work in blocks); sums of squares in float64.
+        # The tasks share one power-of-two scale 2^-shift that puts every entry at or below 1:
+        # float32 would otherwise overflow or flush updates near 1e±40 (TIES and DARE are
+        # homogeneous, merge(c·τ) = c·merge(τ), so the scale comes back exactly afterwards).
+        shift, scaled = _common_scale(parts)
         del parts
+        tasks = [b.astype(np.float32) @ a.astype(np.float32) for a, b in scaled]
+        del scaled
         merged = strategy.rule(tasks, w, d, mask_rng)
         del tasks
         total = _sum_squares(merged)
@@ -338,7 +344,8 @@ def _merge_layer(adapters, index, name, plan, energy, max_rank, mask_rng, svd_rn
         k = min(k, svd.s.size)
     kept = float(np.dot(svd.s[:k] / unit, svd.s[:k] / unit))
     residual = math.sqrt(max(0.0, total - kept) / total) if total > 0 else 0.0
-    a_new, b_new = lora_factors(svd.u[:, :k], svd.s[:k], svd.vt[:k], 1.0)
+    s_out = np.ldexp(svd.s[:k], shift)  # back from the tasks' common scale (0 for linear)
+    a_new, b_new = lora_factors(svd.u[:, :k], s_out, svd.vt[:k], 1.0)
     return layers[0], k, LayerMerge(name, strategy.name, tuple(w), d, k, residual), a_new, b_new
 
 
@@ -350,6 +357,28 @@ def _sum_squares(x: np.ndarray) -> float:
         c = flat[start : start + BLOCK].astype(np.float64)
         total += float(c @ c)
     return total
+
+
+def _common_scale(
+    parts: list[tuple[np.ndarray, np.ndarray, float]],
+) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """(shift, [(A', B')]) with B'·A' = 2^-shift·sᵢ·Bᵢ·Aᵢ for every task, every entry of
+    B'·A' at most 1 in magnitude, and A', B' themselves within float32's range."""
+    exps = []
+    for a, b, s in parts:
+        ma, mb = float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(s * b), initial=0.0))
+        exps.append(None if ma == 0 or mb == 0 else (math.frexp(ma)[1], math.frexp(mb)[1]))
+    r = max(a.shape[0] for a, _, _ in parts)
+    live = [ea + eb for e in exps if e is not None for ea, eb in [e]]
+    shift = (max(live) + math.ceil(math.log2(max(r, 1)))) if live else 0
+    scaled = []
+    for (a, b, s), e in zip(parts, exps, strict=True):
+        if e is None:
+            scaled.append((np.zeros_like(a), np.zeros_like(b)))
+            continue
+        ea, _ = e
+        scaled.append((np.ldexp(a, -ea), np.ldexp(s * b, ea - shift)))
+    return shift, scaled
 
 
 def _output_config(adapters, names, ranks, warnings) -> dict[str, Any]:
