@@ -11,7 +11,6 @@ expose its owner's private and gated repos).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import struct
@@ -28,6 +27,7 @@ import gradience
 from gradience.errors import GradienceError
 from gradience.open import OpenOptions
 from gradience.report.badge import badge_markdown
+from gradience.report.jsonsafe import finite
 
 MAX_BYTES = int(os.environ.get("GRADIENCE_SPACE_MAX_BYTES", str(2 * 1024**3)))
 MOCK_OAUTH_TOKEN = "mock-oauth-token-for-local-dev"  # what gradio's local OAuth mock hands out
@@ -86,17 +86,6 @@ def _zip_folder(folder: Path, name: str) -> str:
 def _slug(text: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in text.split("://")[-1])
     return cleaned.strip("-")[:80] or "adapter"
-
-
-def _jsonable(obj: Any) -> Any:
-    """NaN/Inf → None, so the report is valid JSON for every client."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def _api_view(report: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +149,7 @@ def _audit_report(src: Source, options: OpenOptions, progress: gr.Progress) -> d
         options=options,
         progress=_progress_cb(progress, "Auditing layers"),
     )
-    report = _jsonable(result.to_dict(layers=True))
+    report = finite(result.to_dict(layers=True))
     eco = _ecosystem(report)
     report["source"] = _public_source(src, report.get("source") or {})
     if eco is not None:
@@ -315,10 +304,10 @@ def merge_audit(
         progress=_progress_cb(progress, "Comparing layers"),
         options=_options(oauth_token),
     )
-    report = _jsonable(result.to_dict())
+    report = finite(result.to_dict())
     for a, s in zip(report.get("adapters", []), sources, strict=False):
         a["path"] = s.name
-    plan = _jsonable(result.plan())
+    plan = finite(result.plan())
     plan["adapters"] = [s.name for s in sources]
     return _api_view(report), _write_json(plan, "gradience-merge-plan.json")
 
