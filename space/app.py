@@ -33,7 +33,6 @@ from sources import merge_sources
 
 from gradience.merge.strategies import available_strategies
 from gradience.report.badge import badge_markdown
-from gradience.spectral.policies import policy_specs
 
 CONCURRENCY = int(os.environ.get("GRADIENCE_SPACE_CONCURRENCY", "2"))
 
@@ -348,10 +347,7 @@ def build() -> gr.Blocks:
             )
             with gr.Row():
                 c_rank = gr.Number(label="Rank (0 = recommended)", value=0, precision=0, minimum=0)
-                c_policy = gr.Dropdown(
-                    policy_specs(), value="energy@0.9", allow_custom_value=True,
-                    label="Policy (when rank is 0; e.g. energy@0.95 for another threshold)",
-                )  # fmt: skip
+                c_policy = gr.Textbox(label="Policy (when rank is 0)", value="energy@0.9")
                 c_per_layer = gr.Checkbox(label="A rank per layer", value=False)
             c_btn = gr.Button("Compress", variant="primary")
             c_md = gr.Markdown(elem_id="compress-summary")
