@@ -364,7 +364,7 @@ class AdapterAudit:
         if not trained:
             status = "untrained" if valid else "invalid"
             why = (
-                "no layer carries an update (B = 0 everywhere): there is nothing to size; train the adapter first"
+                "no layer carries an update (every scaled ΔW is zero: B = 0, or α = 0): there is nothing to size; train the adapter first"
                 if valid
                 else "no layer could be read (NaN or Inf in every layer)"
             )

@@ -353,3 +353,12 @@ def test_rate_limits_space_actions_per_repo_and_overall(tmp_path):
     st.record_action("e/f")
     assert 59.0 < st.wait_for_slot("g/h", 0.0, 3) <= 60.0  # three actions this minute: everyone waits
     st.close()
+
+
+def test_badge_open_refuses_a_repo_with_several_adapters(hub, tmp_path):
+    env = {**os.environ, "HF_TOKEN": H.CAROL_TOKEN}
+    p = subprocess.run([sys.executable, "-m", "gradience", "badge", "open", H.MERGE_PAIRS_REPO, "--state",
+                        str(tmp_path / "s.sqlite")], capture_output=True, text=True, env=env)  # fmt: skip
+    assert (
+        p.returncode == 2 and "no single LoRA adapter" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    )

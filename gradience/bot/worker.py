@@ -396,7 +396,14 @@ class Worker:
         tags, card = self._repo_meta(repo, "main")
         if _opted_out(tags, card):
             raise UsageError(f"{repo} opted out of Gradience badges; nothing was proposed", repo_id=repo)
-        return self.badge(repo, "main", force=True)
+        status, detail = self.badge(repo, "main", force=True)
+        if status == "skipped" and detail.startswith("not a LoRA"):
+            raise UsageError(
+                f"{repo} holds no single LoRA adapter at its root (none, or several in subfolders): "
+                "a model card badge needs one",
+                repo_id=repo,
+            )
+        return status, detail
 
     def refresh_badge(self, repo: str) -> tuple[str, str]:
         """Bring an existing badge (open PR or card section) up to date; never a new PR."""

@@ -108,7 +108,7 @@ def interpretation(d: Mapping[str, Any]) -> str:
     if rec.get("status") == "invalid":
         return "No layer could be read (NaN or Inf in every layer's factors): the file is damaged."
     if "untrained" in flags or rec.get("status") == "untrained":
-        return "No layer carries an update (B = 0 everywhere): this adapter has not been trained yet."
+        return "No layer carries an update (every scaled ΔW is zero): this adapter has not been trained yet."
     util, k = d.get("utilization_mean"), rec.get("rank")
     broken = " Some layers hold NaN or Inf and were left out." if "invalid" in flags else ""
     sized = _rank_clause(k, rec.get("policy") or d.get("policy") or "energy@0.9")
