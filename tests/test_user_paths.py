@@ -355,3 +355,27 @@ def test_dense_merges_keep_updates_near_the_edges_of_float64(tmp_path, scales):
         gradience.merge([a, a], out, strategy=strategy, density=1.0, dtype="F64")
         merged = gradience.audit(out).layers[0].singular_values
         assert merged[0] == pytest.approx(factor * source[0], rel=1e-6, abs=0)
+
+
+def test_a_git_lfs_pointer_on_the_hub_is_named_as_such(hub):
+    """A pointer committed as the weights reads as ``lfs_pointer`` (not ``corrupt``), remotely too."""
+    import os
+    import uuid
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from servers.hub import BOB_TOKEN
+
+    from gradience.errors import LfsPointerError
+
+    api = HfApi(endpoint=os.environ["HF_ENDPOINT"], token=BOB_TOKEN)
+    repo = f"bob/pointer-{uuid.uuid4().hex[:8]}"
+    api.create_repo(repo)
+    pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 123456\n"
+    config = (
+        Path(__file__).resolve().parents[1] / "examples" / "healthy-r8" / "adapter_config.json"
+    ).read_bytes()
+    api.create_commit(repo, [CommitOperationAdd("adapter_config.json", config),
+                             CommitOperationAdd("adapter_model.safetensors", pointer)], commit_message="oops")  # fmt: skip
+    with pytest.raises(LfsPointerError) as e:
+        gradience.audit(repo, token=BOB_TOKEN)
+    assert e.value.code == "lfs_pointer"

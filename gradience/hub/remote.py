@@ -26,7 +26,13 @@ from gradience.adapters.config import AdapterConfig
 from gradience.adapters.layout import group_layers
 from gradience.adapters.load import CONFIG_NAME, WEIGHT_NAMES, Adapter
 from gradience.adapters.pickle_io import TorchZipFile
-from gradience.adapters.safetensors_io import MAX_HEADER_BYTES, SafetensorsFile, TensorInfo, parse_header
+from gradience.adapters.safetensors_io import (
+    LFS_POINTER_PREFIX,
+    MAX_HEADER_BYTES,
+    SafetensorsFile,
+    TensorInfo,
+    parse_header,
+)
 from gradience.errors import (
     AdapterFormatError,
     AdapterNotFoundError,
@@ -361,6 +367,8 @@ def _header(t: Transfer, size: int, dest: Path) -> bytes:
     # Two exact reads (length, then header) rather than one generous probe: bytes past the
     # header may belong to a huge non-LoRA tensor, and those must never be transferred.
     probe = t.fetch(0, 8)
+    if LFS_POINTER_PREFIX.startswith(probe):  # a pointer committed as the file: read enough to say so
+        parse_header(t.fetch(0, min(size, len(LFS_POINTER_PREFIX))), size, path=t.filename)
     (n,) = struct.unpack("<Q", probe)
     if n > MAX_HEADER_BYTES or 8 + n > size:
         parse_header(probe, size, path=t.filename)  # raises the precise error
