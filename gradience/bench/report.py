@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradience.errors import UsageError
-
 __all__ = ["plot_report", "render_report"]
 
 
@@ -79,13 +77,9 @@ def plot_report(d: dict[str, Any], path: str | Path) -> Path:
     Raises:
         UsageError: matplotlib is not installed (``pip install 'gradience[plots]'``).
     """
-    try:
-        import matplotlib
+    from gradience.report.figures import pyplot
 
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise UsageError("plotting needs matplotlib: pip install 'gradience[plots]'") from e
+    plt = pyplot()
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

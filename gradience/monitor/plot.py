@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gradience.errors import UsageError
-
 if TYPE_CHECKING:
     from gradience.monitor.replay import ReplayResult
 
@@ -30,13 +28,9 @@ def plot_replay(result: ReplayResult, path: str | Path, *, title: str | None = N
     Raises:
         UsageError: matplotlib is not installed (``pip install 'gradience[plots]'``).
     """
-    try:
-        import matplotlib
+    from gradience.report.figures import pyplot
 
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise UsageError("plotting needs matplotlib: pip install 'gradience[plots]'") from e
+    plt = pyplot()
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
