@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradience.errors import UsageError
+from gradience.open import source_label
 
 if TYPE_CHECKING:
     from gradience.adapters.load import Adapter
@@ -636,15 +637,6 @@ def _side(d: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "n_layers": d.get("n_layers"),
         "gradience_version": d.get("gradience_version"),
     }
-
-
-def source_label(source: Mapping[str, Any]) -> str:
-    """A short human name for an audit's source: a folder path or ``repo@revision/sub``."""
-    if source.get("repo"):
-        rev = source.get("revision") or "main"
-        sub = f"/{source['subfolder']}" if source.get("subfolder") else ""
-        return f"{source['repo']}@{rev}{sub}"
-    return str(source.get("path", "?"))
 
 
 def _same(a: Any, b: Any) -> bool:

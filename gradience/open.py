@@ -35,6 +35,7 @@ __all__ = [
     "is_hub_ref",
     "open_adapter",
     "resolve_options",
+    "source_label",
 ]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -136,3 +137,12 @@ def open_adapter(source: str | Path, options: OpenOptions | None = None, **overr
     from gradience.adapters.load import load_local
 
     return load_local(local, source)
+
+
+def source_label(source: dict[str, Any], default: str = "adapter") -> str:
+    """How reports name where an adapter came from: its folder, or ``repo@revision/sub``."""
+    if source.get("repo"):
+        rev = source.get("revision") or "main"
+        sub = f"/{source['subfolder']}" if source.get("subfolder") else ""
+        return f"{source['repo']}@{rev}{sub}"
+    return str(source.get("path") or default)

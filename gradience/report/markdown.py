@@ -17,6 +17,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from gradience.open import source_label
+
 __all__ = [
     "audit_markdown",
     "diff_markdown",
@@ -86,14 +88,6 @@ def _details(summary: str, body: list[str]) -> list[str]:
     return ["<details>", f"<summary>{summary}</summary>", "", *body, "", "</details>"]
 
 
-def _label(source: Mapping[str, Any]) -> str:
-    if source.get("repo"):
-        rev = source.get("revision") or "main"
-        sub = f"/{source['subfolder']}" if source.get("subfolder") else ""
-        return f"{source['repo']}@{rev}{sub}"
-    return str(source.get("path", "adapter"))
-
-
 # --------------------------------------------------------------------------------- audit
 
 
@@ -138,7 +132,7 @@ def audit_markdown(d: Mapping[str, Any], *, title: str | None = None, heading: i
     ``title`` replaces the default heading (the source's name); ``heading`` is its level.
     """
     a, rec = d["adapter"], d.get("recommendation") or {}
-    label = escape(title) if title is not None else f"Gradience audit: {name(_label(d['source']))}"
+    label = escape(title) if title is not None else f"Gradience audit: {name(source_label(d['source']))}"
     lines = [f"{'#' * heading} {label}", ""]
     flags = d.get("flags") or []
     if rec.get("status") == "ok":

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gradience.open import source_label
+
 __all__ = ["render_audit", "render_compress"]
 
 
@@ -31,20 +33,12 @@ def _e(x: Any) -> str:
     return escape(str(x))
 
 
-def _label(source: dict[str, Any]) -> str:
-    """The source as the user named it: a folder, or ``repo@revision/sub`` for the Hub."""
-    if source.get("repo"):
-        sub = f"/{source['subfolder']}" if source.get("subfolder") else ""
-        return f"{source['repo']}@{source.get('revision') or 'main'}{sub}"
-    return str(source.get("path", ""))
-
-
 def render_audit(d: dict[str, Any], *, per_layer: bool = False, suggest_per_layer: bool = False) -> None:
     con = _console()
     a = d["adapter"]
     dora = " + DoRA" if a["dora"] else ""
     con.print(
-        f"[bold]{_e(_label(d['source']))}[/bold]  {_e(a['peft_type'])}{dora}  r={a['r']}  "
+        f"[bold]{_e(source_label(d['source'], ''))}[/bold]  {_e(a['peft_type'])}{dora}  r={a['r']}  "
         f"α={a['lora_alpha']:g}{'  rsLoRA' if a['use_rslora'] else ''}  "
         f"base={_e(a['base_model'] or '?')}  {a['format']} {'/'.join(a['dtypes'])}"
     )
