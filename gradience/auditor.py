@@ -369,7 +369,9 @@ class AdapterAudit:
                 else "no layer could be read (NaN or Inf in every layer)"
             )
             return Recommendation(status, self.policy, None, nominal, {}, {}, why)
-        per_layer = {x.name: max(1, min(x.suggested_ranks[self.policy], _attainable(x))) for x in trained}
+        per_layer = {
+            x.name: max(1, min(x.suggested_ranks[self.policy], x.layer.attainable_rank)) for x in trained
+        }
         uniform = max(1, min(math.ceil(_pct(list(per_layer.values()), 90) - 1e-9), nominal or 1))
         pattern = {k: v for k, v in per_layer.items() if v != uniform}
         # Only an energy policy has an energy to keep; the others size each layer by
@@ -650,11 +652,6 @@ def _as_list(x: Any) -> list[str]:
     if x is None:
         return []
     return [x] if isinstance(x, str) else sorted(str(v) for v in x)
-
-
-def _attainable(x: LayerAudit) -> int:
-    """The most directions a layer's update can have: min(r, out, in)."""
-    return min(x.layer.r, x.layer.out_features, x.layer.in_features)
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:

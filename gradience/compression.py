@@ -140,8 +140,8 @@ def _explicit_ranks(adapter: Adapter, ranks: Mapping[str, int]) -> tuple[dict[st
     bad = [k for k in ranks.values() if not isinstance(k, int) or k < 1]
     if bad:
         raise UsageError(f"ranks must be positive integers, got {bad[0]!r}", param="ranks")
-    out = {x.name: min(ranks.get(x.name, x.r), _attainable(x)) for x in adapter.layers}
-    capped = [x.name for x in adapter.layers if ranks.get(x.name, x.r) > _attainable(x)]
+    out = {x.name: min(ranks.get(x.name, x.r), x.attainable_rank) for x in adapter.layers}
+    capped = [x.name for x in adapter.layers if ranks.get(x.name, x.r) > x.attainable_rank]
     warnings = (
         [f"{len(capped)} layer(s) capped at what they can hold: {', '.join(capped[:5])}"] if capped else []
     )
@@ -156,14 +156,14 @@ def _target_ranks(adapter: Adapter, rank, policy, per_layer) -> tuple[dict[str, 
     """
     warnings: list[str] = []
     if rank is not None:
-        ranks = {x.name: min(rank, _attainable(x)) for x in adapter.layers}
-        by_r = [x for x in adapter.layers if rank > x.r and _attainable(x) == x.r]
-        by_width = [x for x in adapter.layers if rank > _attainable(x) and _attainable(x) < x.r]
+        ranks = {x.name: min(rank, x.attainable_rank) for x in adapter.layers}
+        by_r = [x for x in adapter.layers if rank > x.r and x.attainable_rank == x.r]
+        by_width = [x for x in adapter.layers if rank > x.attainable_rank and x.attainable_rank < x.r]
         if by_r:
             warnings.append(f"rank {rank} is above r in {len(by_r)} layer(s): they keep their r")
         for x in by_width:
             warnings.append(
-                f"{x.name}: rank capped to {_attainable(x)}, the most a {x.out_features}×{x.in_features} "
+                f"{x.name}: rank capped to {x.attainable_rank}, the most a {x.out_features}×{x.in_features} "
                 "layer can hold"
             )
         return ranks, warnings
@@ -177,11 +177,7 @@ def _target_ranks(adapter: Adapter, rank, policy, per_layer) -> tuple[dict[str, 
     if per_layer:
         # untrained layers (B = 0) keep rank 1: any rank stores the same zero update
         return {x.name: rec.per_layer.get(x.name, 1) for x in result.layers}, warnings
-    return {x.name: min(rec.rank, _attainable(x.layer)) for x in result.layers}, warnings
-
-
-def _attainable(x) -> int:
-    return min(x.r, x.out_features, x.in_features)
+    return {x.name: min(rec.rank, x.layer.attainable_rank) for x in result.layers}, warnings
 
 
 def _write(adapter: Adapter, out: Path, ranks: dict[str, int], dtype, progress, warnings) -> CompressResult:

@@ -98,7 +98,7 @@ def resolve_options(options: OpenOptions | None = None, **legacy: Any) -> OpenOp
     return (options or OpenOptions()).replace(**legacy)
 
 
-def is_hub_ref(source: str | Path, options: OpenOptions | None = None) -> bool:
+def is_hub_ref(source: str | Path) -> bool:
     """True when ``source`` names a Hub repo rather than an existing local path."""
     local = Path(source)
     if local.exists():
@@ -126,7 +126,7 @@ def open_adapter(source: str | Path, options: OpenOptions | None = None, **overr
     local = Path(source)
     if opts.subfolder and local.is_dir():
         local = local / opts.subfolder
-    if not local.exists() and is_hub_ref(source):
+    if is_hub_ref(source) and not local.exists():
         from gradience.hub.refs import parse_hub_ref
         from gradience.hub.remote import open_remote_adapter
 

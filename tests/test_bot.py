@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -201,9 +202,6 @@ def test_a_restart_during_a_burst_loses_and_repeats_nothing(hub, tmp_path, bob, 
     config = BotConfig(port=0, state=tmp_path / "bot.sqlite", token=H.CAROL_TOKEN, secret=SECRET,
                        repo_interval=0.0, global_per_minute=1000)  # fmt: skip
     first = Bot(config)
-    first.httpd_thread = None
-    import threading
-
     t = threading.Thread(target=first.httpd.serve_forever, daemon=True)  # receiver only, no worker
     t.start()
     repo = f"bob/lora-{uuid.uuid4().hex[:8]}"

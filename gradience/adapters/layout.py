@@ -92,6 +92,12 @@ class LoraLayer:
         return self.b_shape[0]
 
     @property
+    def attainable_rank(self) -> int:
+        """The most directions this update can have: min(r, out, in). A rank above the
+        layer's width (a classifier head under ``all-linear``) adds none."""
+        return min(self.r, self.out_features, self.in_features)
+
+    @property
     def params(self) -> int:
         return math.prod(self.a_shape) + math.prod(self.b_shape)
 

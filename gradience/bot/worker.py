@@ -378,10 +378,10 @@ class Worker:
         prior = self.state.pr(repo)
         num = prior["num"] if prior and prior["state"] == "open" else None
         if num is None:
-            from gradience.hub.badges import _our_open_pr
+            from gradience.hub.badges import our_open_pr
 
             api = self.api()
-            num = self._hub(lambda: _our_open_pr(api, repo, "model", _pr_title()), repo)
+            num = self._hub(lambda: our_open_pr(api, repo), repo)
         if num is None:
             self.state.set_pr(repo, None, "opted_out", None)
             return "skipped", "opted out"
@@ -407,12 +407,12 @@ class Worker:
 
     def refresh_badge(self, repo: str) -> tuple[str, str]:
         """Bring an existing badge (open PR or card section) up to date; never a new PR."""
-        from gradience.hub.badges import _our_open_pr
+        from gradience.hub.badges import our_open_pr, read_card
         from gradience.hub.cards import has_section
 
         api = self.api()
-        open_pr = self._hub(lambda: _our_open_pr(api, repo, "model", _pr_title()), repo)
-        card = self._card_text(repo)
+        open_pr = self._hub(lambda: our_open_pr(api, repo), repo)
+        card = self._hub(lambda: read_card(api, repo), repo)
         if open_pr is None and not has_section(card):
             raise UsageError(f"{repo} has no Gradience badge or open badge PR to refresh; open one first",
                              repo_id=repo)  # fmt: skip
@@ -423,26 +423,16 @@ class Worker:
 
     def close_badge(self, repo: str) -> tuple[str, str]:
         """Close our open badge PR with a note, and propose no other until asked."""
-        from gradience.hub.badges import _our_open_pr
+        from gradience.hub.badges import our_open_pr
 
         api = self.api()
-        num = self._hub(lambda: _our_open_pr(api, repo, "model", _pr_title()), repo)
+        num = self._hub(lambda: our_open_pr(api, repo), repo)
         if num is None:
             return "skipped", "no open badge pull request"
         note = "Closing this badge pull request (closed by the operator). Thanks!"
         self._hub(lambda: api.change_discussion_status(repo, num, "closed", comment=note), repo)
         self.state.set_pr(repo, num, "closed", None)
         return "done", f"closed PR #{num}"
-
-    def _card_text(self, repo: str) -> str:
-        from huggingface_hub.errors import EntryNotFoundError
-
-        try:
-            path = self._hub(lambda: self.api().hf_hub_download(repo, "README.md"), repo)
-        except (EntryNotFoundError, AdapterNotFoundError):
-            return ""
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
 
     # -- deliveries ---------------------------------------------------------------------------
 
@@ -461,12 +451,6 @@ class Worker:
             return self.handle
         except GradienceError:
             return None
-
-
-def _pr_title() -> str:
-    from gradience.hub.badges import PR_TITLE
-
-    return PR_TITLE
 
 
 def _opted_out(tags: list[str], card: dict[str, Any]) -> bool:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradience.report.jsonsafe import dumps, finite
 
-__all__ = ["add_hub_options", "finite", "hub_options", "open_options", "print_json", "progress"]
+__all__ = ["add_hub_options", "finite", "open_options", "print_json", "progress"]
 
 if TYPE_CHECKING:
     from gradience.open import OpenOptions
@@ -88,19 +88,24 @@ def add_hub_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def hub_options(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("subfolder", "repo_type", "revision", "token", "max_bytes", "max_bin_bytes", "timeout")
-    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    if "timeout" in out:
-        out["read_timeout"] = out.pop("timeout")
-    return out
+#: The Hub flags of add_hub_options → the OpenOptions field each sets.
+_OPEN_FIELDS = {
+    "subfolder": "subfolder",
+    "repo_type": "repo_type",
+    "revision": "revision",
+    "token": "token",
+    "max_bytes": "max_bytes",
+    "max_bin_bytes": "max_bin_bytes",
+    "timeout": "read_timeout",
+}
 
 
 def open_options(args: argparse.Namespace, **changes: Any) -> OpenOptions:
     """The :class:`~gradience.open.OpenOptions` the Hub flags describe (every command has them)."""
     from gradience.open import OpenOptions
 
-    return OpenOptions().replace(**hub_options(args), **changes)
+    given = {field: getattr(args, flag, None) for flag, field in _OPEN_FIELDS.items()}
+    return OpenOptions().replace(**given, **changes)
 
 
 def _size(text: str) -> int:

@@ -35,7 +35,16 @@ from gradience.errors import GradienceError, HubAccessError, HubTransferError, U
 from gradience.hub.cards import decode_card, encode_card, has_section, upsert_section
 from gradience.report.badge import badge_markdown
 
-__all__ = ["CARD_PATH", "PR_TITLE", "BadgeResult", "badge_section", "minimal_card", "publish_badge"]
+__all__ = [
+    "CARD_PATH",
+    "PR_TITLE",
+    "BadgeResult",
+    "badge_section",
+    "minimal_card",
+    "our_open_pr",
+    "publish_badge",
+    "read_card",
+]
 
 PR_TITLE = "Add the Gradience LoRA utilisation badge"
 CARD_PATH = "README.md"
@@ -181,7 +190,7 @@ def _publish_once(
     blank: str = "",
 ) -> BadgeResult:
     base_sha = api.repo_info(repo_id, repo_type=repo_type, revision=revision).sha
-    card = _read_card(api, repo_id, repo_type, base_sha)
+    card = read_card(api, repo_id, repo_type, base_sha)
     new = upsert_section(card or blank, content)
     if new == card:
         return BadgeResult("unchanged", repo_id, content)
@@ -189,14 +198,14 @@ def _publish_once(
         had_section = has_section(card)
         info = _commit(api, repo_id, repo_type, revision, new, base_sha, title, description, create_pr=False)
         return BadgeResult("updated" if had_section else "created", repo_id, content, commit=info.oid)
-    pr = _our_open_pr(api, repo_id, repo_type, title)
+    pr = our_open_pr(api, repo_id, repo_type, title)
     if pr is None:
         info = _commit(api, repo_id, repo_type, revision, new, base_sha, title, description, create_pr=True)
         num = int(info.pr_num) if info.pr_num is not None else None
         return BadgeResult("created", repo_id, content, num, info.pr_url, info.oid)
     ref = f"refs/pr/{pr}"
     pr_sha = api.repo_info(repo_id, repo_type=repo_type, revision=ref).sha
-    pr_card = _read_card(api, repo_id, repo_type, pr_sha)
+    pr_card = read_card(api, repo_id, repo_type, pr_sha)
     pr_new = upsert_section(pr_card or blank, content)
     url = _discussion_url(api.endpoint, repo_id, repo_type, pr)
     if pr_new == pr_card:
@@ -205,9 +214,9 @@ def _publish_once(
     return BadgeResult("updated", repo_id, content, pr, url, info.oid)
 
 
-def _read_card(api: Any, repo_id: str, repo_type: str, sha: str) -> str:
-    """The card at commit ``sha`` ("" when the repo has none), through a private cache folder
-    so a long-running bot leaves no files behind and never reads a stale copy."""
+def read_card(api: Any, repo_id: str, repo_type: str = "model", sha: str = "main") -> str:
+    """The card at ``sha`` (a commit or branch; "" when the repo has none), through a private
+    cache folder so a long-running bot leaves no files behind and never reads a stale copy."""
     from huggingface_hub.errors import EntryNotFoundError
 
     with tempfile.TemporaryDirectory(prefix="gradience-card-") as tmp:
@@ -219,7 +228,7 @@ def _read_card(api: Any, repo_id: str, repo_type: str, sha: str) -> str:
             return decode_card(f.read())
 
 
-def _our_open_pr(api: Any, repo_id: str, repo_type: str, title: str) -> int | None:
+def our_open_pr(api: Any, repo_id: str, repo_type: str = "model", title: str = PR_TITLE) -> int | None:
     """Our own open PR with this title (the token owner's, so a bot and a user never share)."""
     user = api.whoami().get("name")
     for d in api.get_repo_discussions(
