@@ -79,11 +79,14 @@ if TYPE_CHECKING:
     from gradience.spectral.policies import available_policies, get_policy
 
 
-# ``gradience.merge`` is the function; the package of the same name must not shadow it. The
-# import system binds a package to its parent's attribute only when it first loads it, so load
-# the (empty) package now and drop the binding: later imports of its submodules leave it alone.
-importlib.import_module("gradience.merge")
-del globals()["merge"]
+# ``gradience.merge`` and ``gradience.diff`` are functions; the package and the module of the
+# same names must not shadow them. The import system binds a module to its parent's attribute
+# only when it first loads it, so load both now (the package is empty, the module light) and
+# drop the bindings: later imports of them or their submodules leave the functions in place.
+for _name in ("merge", "diff"):
+    importlib.import_module(f"gradience.{_name}")
+    del globals()[_name]
+del _name
 
 
 def __getattr__(name: str) -> Any:

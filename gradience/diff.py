@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -650,15 +648,3 @@ def _norm(v: Any) -> Any:
     if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
         return sorted(v)
     return v
-
-
-class _CallableModule(types.ModuleType):
-    """``gradience.diff`` names both this module and its function. Importing the module
-    (``from gradience.diff import Rules``) rebinds the package attribute to the module, so
-    the module forwards calls: ``gradience.diff(base, head)`` works in either order."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> AuditDiff:
-        return diff(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
