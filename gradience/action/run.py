@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gradience.action.adapters import GitRepo, config_path, glob_folders, touched_folders
 from gradience.action.compare import AdapterResult, compare
@@ -24,6 +24,9 @@ from gradience.action.render import Context, comment, summary
 from gradience.action.runner import Commands, PullRequest, Runner
 from gradience.action.settings import Settings
 from gradience.errors import GradienceError, UsageError
+
+if TYPE_CHECKING:
+    from gradience.action.github import GitHub
 
 REPORT_SCHEMA = "gradience.action/v1"
 #: Exit status when the gate fails (as ``gradience diff`` with rules): distinct from bad input (2).
@@ -64,13 +67,27 @@ def run(
     token = _token(env, github_token)
     cmds.mask(token)
     cmds.mask(env.get("HF_TOKEN"))
-    notes: list[str] = []
-
     gh = None
     if token:
         from gradience.action.github import GitHub
 
         gh = GitHub(runner.api_url, token, runner.repository)
+    try:
+        return _run(settings, runner, cmds, env, gh, pr_number)
+    finally:
+        if gh is not None:
+            gh.close()
+
+
+def _run(
+    settings: Settings,
+    runner: Runner,
+    cmds: Commands,
+    env: Mapping[str, str],
+    gh: GitHub | None,
+    pr_number: int | None,
+) -> Outcome:
+    notes: list[str] = []
     pr = _pull_request(runner, gh, pr_number)
     untrusted = runner.event_name == "pull_request_target" and pr.from_fork and not settings.allow_untrusted
     if untrusted:
@@ -93,8 +110,7 @@ def run(
         # what the pull request changes, as GitHub shows it: against the point where its branch
         # left the base branch, not against whatever the base branch has gained since
         pr = dataclasses.replace(pr, base_sha=git.merge_base(pr.base_sha, pr.head_sha) or pr.base_sha)
-    pull = gh.pull(pr.number) if gh is not None else None
-    folders = _folders(settings, git, gh, pull, pr, base_ok, notes)
+    folders = _folders(settings, git, gh, pr, base_ok, notes)
     results, merges = _audit_all(settings, git, runner.workspace, pr, base_ok, folders, env)
 
     from gradience import __version__
@@ -105,7 +121,7 @@ def run(
 
     def publish(sections: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
         body = comment(results, merges, ctx, settings.comment_scope, notes, sections)
-        return body, _post(settings, gh, pull, body, bool(results or sections), untrusted, notes, cmds)
+        return body, _post(settings, gh, pr.number, body, bool(results or sections), untrusted, notes, cmds)
 
     body, posted = publish()
     bench = None
@@ -142,11 +158,11 @@ def run(
 
 
 def _folders(
-    settings: Settings, git: GitRepo, gh: Any, pull: Any, pr: PullRequest, base_ok: bool, notes: list[str]
+    settings: Settings, git: GitRepo, gh: GitHub | None, pr: PullRequest, base_ok: bool, notes: list[str]
 ) -> list[str]:
     """Adapter folders to audit: those the pull request touches, then those ``paths`` names."""
     if gh is not None:
-        files = gh.changed_files(pull)
+        files = gh.changed_files(pr.number)
         if len(files) >= FILES_CAP and base_ok:  # GitHub lists 3000 files at most; git lists them all
             files = git.changed_files(pr.base_sha, pr.head_sha)
     else:
@@ -202,8 +218,8 @@ def _audit_all(
 
 def _post(
     settings: Settings,
-    gh: Any,
-    pull: Any,
+    gh: GitHub | None,
+    number: int,
     body: str,
     anything: bool,
     untrusted: bool,
@@ -216,10 +232,10 @@ def _post(
         return {**skipped, "reason": "comment: off"}
     if untrusted:
         return {**skipped, "reason": "untrusted head on pull_request_target"}
-    if gh is None or pull is None:
+    if gh is None:
         return {**skipped, "reason": "no GitHub token"}
     res = gh.upsert_comment(
-        pull, body, scope=settings.comment_scope, mode=settings.comment,
+        number, body, scope=settings.comment_scope, mode=settings.comment,
         skip_unchanged=settings.skip_unchanged, create=anything or settings.comment == "new",
     )  # fmt: skip
     note = f"the comment could not be posted: {res.reason}; it is in the job summary and the report artifact"
@@ -265,7 +281,7 @@ def _bench(
     return outcome, body, posted
 
 
-def _pull_request(runner: Runner, gh: Any, pr_number: int | None) -> PullRequest:
+def _pull_request(runner: Runner, gh: GitHub | None, pr_number: int | None) -> PullRequest:
     """The pull request: from the event payload, or — on ``workflow_run``, whose payload names
     no pull request for forks — from ``pr_number``, trusted only if GitHub says its head is the
     commit the triggering run audited."""
@@ -280,30 +296,19 @@ def _pull_request(runner: Runner, gh: Any, pr_number: int | None) -> PullRequest
     run = runner.event.get("workflow_run") or {}
     expected = run.get("head_sha")
     pull = gh.pull(pr_number)
-    if not expected or pull.head.sha != expected:
+    if not expected or pull.head_sha != expected:
         raise UsageError(
-            f"pull request #{pr_number} is at {pull.head.sha[:12]}, not at the commit the triggering run "
+            f"pull request #{pr_number} is at {pull.head_sha[:12]}, not at the commit the triggering run "
             f"audited ({str(expected)[:12]}); refusing to comment on it"
         )
-    return _from_api(pull)
-
-
-def _from_api(pull: Any) -> PullRequest:
-    return PullRequest(
-        number=pull.number,
-        head_sha=pull.head.sha,
-        base_sha=pull.base.sha,
-        head_repo=pull.head.repo.full_name if pull.head.repo else "(deleted fork)",
-        base_repo=pull.base.repo.full_name,
-        html_url=pull.html_url or "",
-    )
+    return pull
 
 
 #: Who may start work (a GPU bench) by commenting on a pull request.
 TRUSTED_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR")
 
 
-def _commented_pull_request(runner: Runner, gh: Any) -> PullRequest:
+def _commented_pull_request(runner: Runner, gh: GitHub | None) -> PullRequest:
     """``issue_comment`` (a ``/gradience bench`` comment): the pull request commented on, if the
     commenter may start work in this repository."""
     issue = runner.event.get("issue") or {}
@@ -314,7 +319,7 @@ def _commented_pull_request(runner: Runner, gh: Any) -> PullRequest:
         raise UsageError(f"only owners, members and collaborators may start this (the commenter is {who})")
     if gh is None:
         raise UsageError("on issue_comment, a GitHub token is needed to read the pull request")
-    return _from_api(gh.pull(issue["number"]))
+    return gh.pull(issue["number"])
 
 
 def _hub_results(settings: Settings, rules: Any, env: Mapping[str, str]) -> list[AdapterResult]:

@@ -44,6 +44,23 @@ class PullRequest:
     def from_fork(self) -> bool:
         return self.head_repo.lower() != self.base_repo.lower()
 
+    @classmethod
+    def from_json(cls, pr: Any, repository: str) -> PullRequest:
+        """From the event payload's ``pull_request`` or the API's answer (the same shape)."""
+        try:
+            return cls(
+                number=int(pr["number"]),
+                head_sha=str(pr["head"]["sha"]),
+                base_sha=str(pr["base"]["sha"]),
+                head_repo=str((pr["head"].get("repo") or {}).get("full_name") or "(deleted fork)"),
+                base_repo=str((pr["base"].get("repo") or {}).get("full_name") or repository),
+                html_url=str(pr.get("html_url") or ""),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UsageError(
+                "the event payload has no usable pull_request (number, head.sha, base.sha)"
+            ) from None
+
 
 @dataclass(frozen=True)
 class Runner:
@@ -99,20 +116,7 @@ class Runner:
             raise UsageError(
                 f"this runs on pull_request or pull_request_target events, not {self.event_name!r}"
             )
-        pr = self.event.get("pull_request")
-        try:
-            return PullRequest(
-                number=int(pr["number"]),
-                head_sha=str(pr["head"]["sha"]),
-                base_sha=str(pr["base"]["sha"]),
-                head_repo=str((pr["head"].get("repo") or {}).get("full_name") or "(deleted fork)"),
-                base_repo=str((pr["base"].get("repo") or {}).get("full_name") or self.repository),
-                html_url=str(pr.get("html_url") or ""),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise UsageError(
-                "the event payload has no usable pull_request (number, head.sha, base.sha)"
-            ) from None
+        return PullRequest.from_json(self.event.get("pull_request"), self.repository)
 
 
 def _guess_event_name(event: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""A local stand-in for GitHub's REST API: the calls PyGithub makes for pull-request tooling.
+"""A local stand-in for GitHub's REST API: the calls pull-request tooling makes (the Action's
+client, and PyGithub's, which the stand-in is checked against).
 
 Routes: ``/repos/{o}/{r}``, ``…/pulls/{n}``, ``…/pulls/{n}/files`` (paginated), ``…/issues/{n}``,
 ``…/issues/{n}/comments`` (list, paginated / create), ``…/issues/comments/{id}`` (get, edit,
@@ -9,11 +10,13 @@ It is as strict as the real one where clients get things wrong: 401 without a to
 wrong one, 404 for a repository the token cannot see, 403 "Resource not accessible by
 integration" for writes with a read-only (fork) token, 422 for bodies over GitHub's limits,
 ``per_page`` capped, ``Link`` headers with absolute URLs on the server's own host and port (which
-PyGithub checks), and rate-limit headers on every answer.
+PyGithub checks), rate-limit headers on every answer, a 403 once the primary limit is spent, a
+secondary limit with ``Retry-After`` on demand, and 301 for a renamed repository.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -172,7 +175,8 @@ class GitHubAPI:
         links = []
 
         def url(p: int) -> str:
-            return f"{self.base}{path}?{urlencode({**query, 'page': p, 'per_page': per_page})}"
+            base = self.state.link_base or self.base
+            return f"{base}{path}?{urlencode({**query, 'page': p, 'per_page': per_page})}"
 
         if page < last:
             links += [f'<{url(page + 1)}>; rel="next"', f'<{url(last)}>; rel="last"']
@@ -407,11 +411,29 @@ class _Handler(BaseHTTPRequestHandler):
                     if state.rate_remaining <= 0:
                         raise APIError(403, "API rate limit exceeded for installation.")
                     state.rate_remaining -= 1
+                    if state.secondary_limited > 0:
+                        state.secondary_limited -= 1
+                        headers["Retry-After"] = str(state.retry_after)
+                        raise APIError(
+                            403,
+                            "You have exceeded a secondary rate limit. Please wait a few minutes before "
+                            "you try again.",
+                        )
+                moved = re.match(r"/repos/([^/]+/[^/]+)(/.*)?$", url.path)
+                if moved and moved.group(1).lower() in state.renamed:
+                    base = state.link_base or self.server.api.base
+                    location = f"{base}/repos/{state.renamed[moved.group(1).lower()]}"
+                    location += (moved.group(2) or "") + (f"?{url.query}" if url.query else "")
+                    headers["Location"] = location
+                    raise APIError(301, "Moved Permanently", url=location)
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError as e:
                     raise APIError(400, "Problems parsing JSON") from e
                 status, data, headers = self.server.api.handle(self.command, url.path, query, token, body)
+                if self.command != "GET" and state.fail_writes > 0:  # done, but the answer is lost
+                    state.fail_writes -= 1
+                    raise APIError(502, "Server Error")
             except APIError as e:
                 status = e.status
                 data = {"message": e.message, "documentation_url": DOCS, "status": str(e.status), **e.extra}
@@ -507,6 +529,20 @@ class LocalGitHub:
             for k, v in changes.items():
                 setattr(pull, k, v)
 
+    def rename_repo(self, old: str, new: str) -> None:
+        """``old`` now lives at ``new``: requests to the old address answer 301 with the new one."""
+        with self.state.lock:
+            repo = self.state.repos.pop(old.lower())
+            repo.full_name = new
+            self.state.repos[new.lower()] = repo
+            self.state.renamed[old.lower()] = new
+            for c in self.state.comments.values():
+                if c.repo.lower() == old.lower():
+                    c.repo = new
+            for secret, t in list(self.state.tokens.items()):  # access moves with the repository
+                if t.repos is not None and old.lower() in t.repos:
+                    self.state.tokens[secret] = dataclasses.replace(t, repos=t.repos | {new.lower()})
+
     def add_comment(self, repo: str, issue: int, body: str, *, login: str, user_type: str = "User") -> int:
         """A comment written by someone else (a person, another bot)."""
         with self.state.lock:
@@ -520,8 +556,24 @@ class LocalGitHub:
         page_size_cap: int | None = None,
         rate_remaining: int | None = None,
         fail_gets: int | None = None,
+        secondary_limited: int | None = None,
+        retry_after: int | None = None,
+        fail_writes: int | None = None,
+        link_base: str | None = None,
     ) -> None:
+        """Faults and limits: ``fail_gets`` next GETs answer 502; ``fail_writes`` next writes are
+        done but answer 502 (the answer lost on the way); ``secondary_limited`` next requests hit a
+        secondary rate limit (403, ``Retry-After: retry_after``); ``link_base`` puts another
+        origin in ``Link`` and ``Location`` headers (what a client must not send its token to)."""
         with self.state.lock:
+            if fail_writes is not None:
+                self.state.fail_writes = fail_writes
+            if link_base is not None:
+                self.state.link_base = link_base or None
+            if secondary_limited is not None:
+                self.state.secondary_limited = secondary_limited
+            if retry_after is not None:
+                self.state.retry_after = retry_after
             if fail_gets is not None:
                 self.state.fail_gets = fail_gets
             if page_size_cap is not None:

@@ -82,6 +82,11 @@ class State:
         self.rate_limit = 5000
         self.rate_remaining = 5000
         self.fail_gets = 0  # the next N GETs answer 502 (a transient server error)
+        self.secondary_limited = 0  # the next N requests hit a secondary rate limit (403 + Retry-After)
+        self.retry_after = 1
+        self.fail_writes = 0  # the next N writes are done, then answer 502 (the answer is lost)
+        self.link_base: str | None = None  # another origin for Link / Location headers
+        self.renamed: dict[str, str] = {}  # old full name (lower) -> new full name: answered with 301
         self._ids = itertools.count(1001)
 
     def next_id(self) -> int:
@@ -98,3 +103,8 @@ class State:
             self.page_size_cap = 100
             self.rate_remaining = self.rate_limit
             self.fail_gets = 0
+            self.secondary_limited = 0
+            self.renamed = {}
+            self.fail_writes = 0
+            self.link_base = None
+            self.retry_after = 1
