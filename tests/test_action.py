@@ -326,6 +326,11 @@ def test_rules_and_fail_on_decide_the_exit_status(tmp_path, gh):
     lenient = pr.run(extra_env=env)
     assert lenient.code == 0 and lenient.outputs["verdict"] == "warn"
     assert "::error file=models/lora/adapter_config.json" in lenient.stdout  # still annotated
+    # GitHub's own spelling of input variables (hyphens kept) reads the same
+    hyphens = pr.run(
+        extra_env={"INPUT_FORBID-FLAGS": "untrained", "INPUT_COMMENT": "off", "INPUT_FAIL-ON": "none"}
+    )
+    assert hyphens.code == 0 and hyphens.outputs["verdict"] == "warn"
 
 
 def test_fork_pull_request_cannot_comment_and_keeps_the_report(tmp_path, gh):

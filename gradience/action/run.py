@@ -22,7 +22,7 @@ from gradience.action.adapters import GitRepo, config_path, glob_folders, touche
 from gradience.action.compare import AdapterResult, compare
 from gradience.action.render import Context, comment, summary
 from gradience.action.runner import Commands, PullRequest, Runner
-from gradience.action.settings import Settings
+from gradience.action.settings import Settings, input_env
 from gradience.errors import GradienceError, UsageError
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class Outcome:
 
 
 def _token(env: Mapping[str, str], given: str | None) -> str | None:
-    return given or env.get("INPUT_GITHUB_TOKEN") or env.get("GITHUB_TOKEN") or None
+    return given or input_env(env, "github_token") or env.get("GITHUB_TOKEN") or None
 
 
 def run(

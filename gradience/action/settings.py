@@ -2,8 +2,8 @@
 
 ``action.yml`` hands every input to the runtime through ``env`` (a composite action never
 expands ``${{ }}`` inside a script, which keeps inputs out of the shell), so each setting is
-read from a flag first, then from ``INPUT_<NAME>`` (upper case, ``-`` → ``_``), then its
-default. An empty input means "not set", as on a runner where an omitted input is ``""``.
+read from a flag first, then from ``INPUT_<NAME>`` (upper case, ``-`` → ``_``; GitHub's own
+``INPUT_FAIL-ON`` spelling is read too), then its default. An empty input means "not set", as on a runner where an omitted input is ``""``.
 """
 
 from __future__ import annotations
@@ -113,6 +113,15 @@ def _choice(name: str, text: str, choices: tuple[str, ...]) -> str:
     return text
 
 
+def input_env(env: Mapping[str, str], name: str) -> str | None:
+    """An input from the environment: ``INPUT_FAIL_ON`` (what ``action.yml`` sets) or
+    ``INPUT_FAIL-ON`` (GitHub's own spelling for JavaScript and container actions); empty = unset."""
+    for key in (f"INPUT_{name.upper()}", f"INPUT_{name.upper().replace('_', '-')}"):
+        if env.get(key):
+            return env[key]
+    return None
+
+
 def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     """Settings from parsed flags (None = not given) over ``INPUT_*`` variables over defaults."""
 
@@ -120,8 +129,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         v = flags.get(name)
         if v is not None:
             return v if isinstance(v, str) else str(v)
-        e = env.get(f"INPUT_{name.upper()}")
-        return e if e not in (None, "") else None
+        return input_env(env, name)
 
     d: dict[str, Any] = {}
     if (v := raw("paths")) is not None:

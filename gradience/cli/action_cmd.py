@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Reads the runner's environment (GITHUB_EVENT_PATH, GITHUB_REPOSITORY, GITHUB_API_URL, "
             "GITHUB_WORKSPACE, GITHUB_STEP_SUMMARY, GITHUB_OUTPUT). Every flag may also come from "
-            "INPUT_<NAME> (e.g. INPUT_FAIL_ON), which is how action.yml passes its inputs. Exit "
+            "INPUT_<NAME> (e.g. INPUT_FAIL_ON, or GitHub's INPUT_FAIL-ON), which is how action.yml passes its inputs. Exit "
             "status: 0 passed (or only warnings below fail-on), 3 the gate failed, 2 bad input."
         ),
     )
@@ -68,16 +68,16 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from gradience.action.run import run as run_action
-    from gradience.action.settings import resolve
+    from gradience.action.settings import input_env, resolve
 
     names = ("paths", "hub_repos", "fail_on", "min_utilization", "max_rank_ratio", "forbid_flags", "comment",
              "comment_scope", "skip_unchanged", "merge_pairs", "policy", "report", "allow_untrusted", "bench",
              "bench_flavor", "bench_timeout", "bench_config", "bench_namespace", "bench_image")  # fmt: skip
     settings = resolve({n: getattr(args, n) for n in names}, os.environ)
     pr_number = args.pr_number
-    if pr_number is None and os.environ.get("INPUT_PR_NUMBER"):
+    if pr_number is None and (given := input_env(os.environ, "pr_number")):
         try:
-            pr_number = int(os.environ["INPUT_PR_NUMBER"])
+            pr_number = int(given)
         except ValueError:
             from gradience.errors import UsageError
 
