@@ -25,6 +25,7 @@ from gradience.adapters.layout import LoraLayer
 from gradience.adapters.load import CONFIG_NAME, Adapter
 from gradience.adapters.write import PeftAdapterWriter, lora_factors, most_common_rank
 from gradience.errors import ConfigError, IncompatibleAdaptersError, UnsupportedAdapterError, UsageError
+from gradience.merge.pairwise import why_incompatible
 from gradience.merge.recommend import PLAN_SCHEMA
 from gradience.merge.strategies import BLOCK, get_strategy
 from gradience.open import OpenOptions, open_adapter
@@ -165,29 +166,23 @@ def _plan_mismatch(plan: dict[str, Any], adapters: list[Adapter]) -> str | None:
 
 
 def _check_compatible(adapters: list[Adapter], allow_different_base: bool) -> None:
-    """Refuse merges that cannot mean anything, before any byte is written."""
-    bases = sorted({ad.config.base_model for ad in adapters if ad.config.base_model})
-    if len(bases) > 1 and not allow_different_base:
-        raise IncompatibleAdaptersError(
-            f"the adapters were trained for different base models ({', '.join(bases)}); a merge of "
-            "their updates is meaningless unless the bases are known to share weights",
-            param="allow_different_base",
-        )
+    """Refuse merges that cannot mean anything, before any byte is written — by the rule that
+    gives merge-audit its INCOMPATIBLE verdict, applied to all the adapters at once."""
     shapes = [{x.name: (x.out_features, x.in_features) for x in ad.layers} for ad in adapters]
     # One module name with two shapes means two different models, whatever the configs say
     # (and no override can add a 64×64 update to a 32×32 one).
+    mismatch = None
     for name in dict.fromkeys(n for s in shapes for n in s):
         seen = list(dict.fromkeys(s[name] for s in shapes if name in s))
         if len(seen) > 1:
-            raise IncompatibleAdaptersError(
-                f"layer {name} has different shapes in the adapters "
-                f"({' vs '.join(f'{o}×{i}' for o, i in seen)}): they were trained for different models"
-            )
-    shared = set(shapes[0]).intersection(*shapes[1:])
-    if not any(all(s[n] == shapes[0][n] for s in shapes) for n in shared):
-        raise IncompatibleAdaptersError(
-            "the adapters have no layer in common (same module name and shape): there is nothing to merge"
-        )
+            mismatch = (name, seen)
+            break
+    n_shared = len(set(shapes[0]).intersection(*shapes[1:]))
+    bases = [] if allow_different_base else [ad.config.base_model for ad in adapters]
+    found = why_incompatible(bases, mismatch, n_shared)
+    if found is not None:
+        kind, reason = found
+        raise IncompatibleAdaptersError(reason, param="allow_different_base" if kind == "base" else None)
 
 
 def _load_plan(plan: str | Path | dict[str, Any], n: int) -> dict[str, Any]:

@@ -22,7 +22,15 @@ from gradience.merge.recommend import PLAN_SCHEMA, STRATEGY_FOR, LayerRecommenda
 from gradience.merge.verdicts import RISK, VERDICTS, Thresholds, get_thresholds, worst
 from gradience.open import OpenOptions, open_adapter
 
-__all__ = ["INCOMPATIBLE", "SCHEMA", "MergeAudit", "PairAudit", "incompatibility", "merge_audit"]
+__all__ = [
+    "INCOMPATIBLE",
+    "SCHEMA",
+    "MergeAudit",
+    "PairAudit",
+    "incompatibility",
+    "merge_audit",
+    "why_incompatible",
+]
 
 SCHEMA = "gradience.merge_audit/v3"
 
@@ -192,25 +200,37 @@ INCOMPATIBLE = "INCOMPATIBLE"
 
 
 def incompatibility(compat: dict[str, Any]) -> str | None:
-    """Why two adapters cannot be merged (one sentence), or None when they can.
+    """Why the two adapters of a pair's ``compatibility`` cannot be merged, or None."""
+    mismatch = compat.get("shape_mismatch") or []
+    first = (mismatch[0]["layer"], [tuple(mismatch[0]["a"]), tuple(mismatch[0]["b"])]) if mismatch else None
+    found = why_incompatible(compat.get("base_models", []), first, int(compat.get("n_shared") or 0))
+    return found[1] if found else None
 
-    A base model that only one config names is not a mismatch: many configs omit it.
+
+def why_incompatible(
+    bases: Sequence[str | None], mismatch: tuple[str, Sequence[tuple[int, ...]]] | None, n_shared: int
+) -> tuple[str, str] | None:
+    """The one rule for merge-audit's INCOMPATIBLE and merge's refusal: ``(kind, sentence)``
+    with kind ``base``, ``shape`` or ``disjoint``, or None when a merge means something.
+
+    ``bases`` are the configs' base models (a config that names none is not a mismatch: many
+    omit it); ``mismatch`` a layer whose shapes differ and those shapes; ``n_shared`` the layers
+    every adapter has with one shape.
     """
-    bases = [b for b in compat.get("base_models", []) if b]
-    if len(bases) == 2 and bases[0] != bases[1]:
-        return (
-            f"the adapters were trained for different base models ({bases[0]} and {bases[1]}); "
-            "their updates live in different weight spaces, so a merge is meaningless"
+    named = list(dict.fromkeys(b for b in bases if b))
+    if len(named) > 1:
+        return "base", (
+            f"the adapters were trained for different base models ({', '.join(named)}); their "
+            "updates live in different weight spaces, so a merge is meaningless"
         )
-    if compat.get("shape_mismatch"):
-        m = compat["shape_mismatch"][0]
-        return (
-            f"layer {m['layer']} has different shapes ({'×'.join(map(str, m['a']))} vs "
-            f"{'×'.join(map(str, m['b']))}): the adapters were trained for different models, so a merge "
-            "is meaningless"
+    if mismatch is not None:
+        layer, shapes = mismatch
+        return "shape", (
+            f"layer {layer} has different shapes ({' vs '.join('×'.join(map(str, s)) for s in shapes)}): "
+            "the adapters were trained for different models, so a merge is meaningless"
         )
-    if not compat.get("n_shared"):
-        return (
+    if not n_shared:
+        return "disjoint", (
             "the adapters have no layer in common (same module name and shape), so there is nothing to merge"
         )
     return None
