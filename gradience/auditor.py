@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,16 @@ class Recommendation:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @staticmethod
+    def describe(rec: Mapping[str, Any] | None) -> str:
+        """A recommendation (as ``to_dict`` gives it) in a table cell: ``r=4 of 16``, ``none
+        (untrained)``, or ``—`` for none at all — the same words in the terminal and Markdown."""
+        if rec is None:
+            return "—"
+        if rec["status"] != "ok":
+            return f"none ({rec['status']})"
+        return f"r={rec['rank']} of {rec['nominal_r']}"
 
     @property
     def ratio(self) -> float | None:

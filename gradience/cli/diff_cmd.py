@@ -110,6 +110,8 @@ def render_diff(d: dict[str, Any], *, all_layers: bool = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from gradience.auditor import Recommendation
+
     con = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     b, h = d["base"], d["head"]
     con.print(
@@ -134,7 +136,12 @@ def render_diff(d: dict[str, Any], *, all_layers: bool = False) -> None:
             delta = 0  # storage noise: a truncation keeps σ₁ to ~1e-10
         t.add_row(label, _num(m["base"], digits), _num(m["head"], digits), _num(delta, digits, sign=True))
     rb, rh = d["recommendation"]["base"], d["recommendation"]["head"]
-    t.add_row("recommended rank", _rec(rb), _rec(rh), "changed" if d["recommendation"]["changed"] else "")
+    t.add_row(
+        "recommended rank",
+        Recommendation.describe(rb),
+        Recommendation.describe(rh),
+        "changed" if d["recommendation"]["changed"] else "",
+    )
     f = d["flags"]
     t.add_row("flags", ", ".join(f["base"]) or "—", ", ".join(f["head"]) or "—",
               " ".join([*(f"+{x}" for x in f["added"]), *(f"−{x}" for x in f["cleared"])]))  # fmt: skip
@@ -197,11 +204,3 @@ def _pair(c: dict[str, Any], digits: int) -> str:
     if c["base"] is None or c["head"] is None or b == h:
         return h if c["head"] is not None else b
     return f"{b} → {h}"
-
-
-def _rec(r: dict[str, Any] | None) -> str:
-    if r is None:
-        return "—"
-    if r["status"] != "ok":
-        return f"none ({r['status']})"
-    return f"r={r['rank']} of {r['nominal_r']}"

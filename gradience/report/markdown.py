@@ -290,6 +290,8 @@ def diff_markdown(d: Mapping[str, Any], *, title: str | None = None, heading: in
     """An audit diff (``AuditDiff.to_dict()``): headline, a compact base/head/Δ table, flag,
     configuration, target and rank changes, the rule check, and the per-layer changes
     collapsed (layers that did not change are counted, not listed)."""
+    from gradience.auditor import Recommendation  # numpy: only when a diff is rendered
+
     b, h = d["base"], d["head"]
     bl = name(b["label"]) if b else "—"
     hl = name(h["label"]) if h else "—"
@@ -308,8 +310,8 @@ def diff_markdown(d: Mapping[str, Any], *, title: str | None = None, heading: in
     rows.append(
         [
             f"Recommended rank ({escape(d['policy'])})",
-            _rec(rb),
-            _rec(rh),
+            escape(Recommendation.describe(rb)),
+            escape(Recommendation.describe(rh)),
             "changed" if d["recommendation"]["changed"] else "",
         ]
     )
@@ -380,14 +382,6 @@ def _rules_section(d: Mapping[str, Any]) -> list[str]:
         )
         lines += ["", *_details(f"{len(warnings)} layer warning{'s' if len(warnings) != 1 else ''}", body)]
     return lines
-
-
-def _rec(r: Mapping[str, Any] | None) -> str:
-    if r is None:
-        return "—"
-    if r["status"] != "ok":
-        return f"none ({escape(r['status'])})"
-    return f"r={r['rank']} of {r['nominal_r']}"
 
 
 def _flag_list(flags: Sequence[str]) -> str:
