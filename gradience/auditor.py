@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -364,9 +365,10 @@ class AdapterAudit:
             "untrained_layers": [x.name for x in self.layers if x.valid and not x.trained],
         }
 
-    @property
+    @cached_property
     def recommendation(self) -> Recommendation:
-        """The single recommendation (see :class:`Recommendation`) under ``self.policy``."""
+        """The single recommendation (see :class:`Recommendation`) under ``self.policy``;
+        computed once (the audit is immutable, and every surface asks for it)."""
         valid = [x for x in self.layers if x.valid]
         ranks = Counter(x.layer.r for x in self.layers)
         nominal = max(ranks, key=lambda k: (ranks[k], k)) if ranks else None
