@@ -221,3 +221,24 @@ def gradience_merge_audit(sources):
     from gradience.merge.pairwise import merge_audit
 
     return json.loads(json.dumps(merge_audit(sources).to_dict()))
+
+
+def test_adapter_in_a_space_repo(hub, tmp_path):
+    """``--repo-type space`` (and ``spaces/`` references) read a Space's files like a model's."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=H.ALICE_TOKEN)
+    repo = api.create_repo("alice/adapter-demo-space", repo_type="space", space_sdk="gradio", exist_ok=True)
+    api.upload_folder(folder_path=ROOT / "examples" / "healthy-r8", path_in_repo="lora", repo_id=repo.repo_id,
+                      repo_type="space")  # fmt: skip
+    p = _cli(
+        "audit", repo.repo_id, "--repo-type", "space", "--subfolder", "lora", "--json", cache=tmp_path / "c"
+    )
+    assert p.returncode == 0, p.stderr
+    remote = json.loads(p.stdout)
+    assert remote["source"]["repo_type"] == "space"
+    assert _without_source(remote) == _without_source(
+        gradience.audit(ROOT / "examples" / "healthy-r8").to_dict()
+    )
+    same = gradience.audit(f"spaces/{repo.repo_id}", subfolder="lora")
+    assert same.source["repo_type"] == "space"

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from gradience.hub.refs import REPO_TYPES
 from gradience.report.jsonsafe import dumps, finite
 
 __all__ = ["add_hub_options", "finite", "open_options", "print_json", "progress"]
@@ -75,7 +76,7 @@ def add_hub_options(p: argparse.ArgumentParser) -> None:
     """Options that pick an adapter inside a Hub repo and bound what may be downloaded."""
     g = p.add_argument_group("Hub repos (PATH may be user/repo[@revision], hf://..., or a Hub URL)")
     g.add_argument("--subfolder", help="the adapter's folder inside the repo")
-    g.add_argument("--repo-type", dest="repo_type", choices=["model", "dataset"], help="default: model")
+    g.add_argument("--repo-type", dest="repo_type", choices=REPO_TYPES, help="default: model")
     g.add_argument("--revision", help="branch, tag or commit (default: main)")
     g.add_argument("--token", help="Hub token (default: HF_TOKEN or your saved login)")
     g.add_argument(
