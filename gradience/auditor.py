@@ -627,7 +627,8 @@ def _audit_adapter(adapter: Adapter, specs: list[str], precise: bool, progress) 
         "task_type": cfg.task_type,
         "weights_file": adapter.weights_path.name,
         "format": adapter.format,
-        "dtypes": sorted({x.dtype for x in adapter.layers}),
+        # every LoRA factor's stored dtype (A and B may differ: a file half cast to bf16)
+        "dtypes": sorted({adapter.tensor_dtype(k) for x in adapter.layers for k in (x.a_key, x.b_key)}),
     }
     ignored = tuple(
         {

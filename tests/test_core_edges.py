@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 import gradience
 from gradience.errors import IncompatibleAdaptersError, UntrainedAdapterError
@@ -224,3 +224,14 @@ def test_compress_to_explicit_ranks_per_layer(tmp_path):
         gradience.compress(src, tmp_path / "d", ranks={"nope": 2})
     with pytest.raises(gradience.UsageError):
         gradience.compress(src, tmp_path / "e", ranks=want, rank=4)
+
+
+def test_mixed_dtype_factors_are_reported_as_such(tmp_path):
+    """A file whose B factors were cast to 16 bits and A factors not: both dtypes are listed."""
+    rng = np.random.default_rng(3)
+    folder = write_adapter(tmp_path / "m", {"m.layers.0.q_proj": _factors(rng, 16, 12, 4)})
+    weights = folder / "adapter_model.safetensors"
+    t = load_file(str(weights))
+    save_file({k: v.astype(np.float16) if "lora_B" in k else v for k, v in t.items()}, str(weights))
+    audit = gradience.audit(folder)
+    assert audit.adapter["dtypes"] == ["F16", "F32"]
