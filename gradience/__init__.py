@@ -36,6 +36,7 @@ _ERRORS = (
     "HubAccessError",
     "GatedRepoError",
     "PrivateRepoError",
+    "HubOIDCError",
     "TooLargeError",
     "HubTransferError",
     "RateLimitedError",

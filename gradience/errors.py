@@ -23,7 +23,8 @@ catch either::
     ├── HubError (OSError)                           hub            talking to the Hub failed
     │   ├── HubAccessError (PermissionError)         access_denied  the token may not read / write this repo
     │   │   ├── GatedRepoError                       gated          gated repo, conditions not accepted
-    │   │   └── PrivateRepoError                     private        private repo (the Hub answers 404)
+    │   │   ├── PrivateRepoError                     private        private repo (the Hub answers 404)
+    │   │   └── HubOIDCError                         oidc           keyless login (HF_OIDC_RESOURCE) failed
     │   ├── TooLargeError                            too_large      a download over its byte cap (``needed``/``limit``)
     │   └── HubTransferError                         transient_error  the Hub kept failing after bounded retries
     │       ├── RateLimitedError                     rate_limited   429s past the bounded wait (``retry_after``)
@@ -45,6 +46,7 @@ __all__ = [
     "GradienceError",
     "HubAccessError",
     "HubError",
+    "HubOIDCError",
     "HubTimeoutError",
     "HubTransferError",
     "IncompatibleAdaptersError",
@@ -214,6 +216,14 @@ class PrivateRepoError(HubAccessError):
     """A private repo this token cannot see (the Hub answers as if it did not exist)."""
 
     code = "private"
+
+
+class HubOIDCError(HubAccessError):
+    """Keyless login (``HF_OIDC_RESOURCE``: a CI job's OIDC id token exchanged for a Hub token)
+    failed. A configuration problem of the job or of the Hub's trusted publishers, not of one
+    repo, so callers that record per-adapter failures let it through."""
+
+    code = "oidc"
 
 
 class TooLargeError(HubError):

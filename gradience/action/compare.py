@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gradience.errors import GradienceError
+from gradience.errors import GradienceError, HubOIDCError
 
 if TYPE_CHECKING:
     from gradience.diff import AuditDiff, Rules
@@ -100,6 +100,8 @@ def compare(
             continue
         try:
             sides[side] = _audit(src, policy, options, label or str(src))
+        except HubOIDCError:
+            raise  # the job's Hub login, not this adapter: the run stops with it
         except GradienceError as e:
             result.error = {**e.to_dict(), "side": side, "message": _relabel(str(e), src, label)}
     if result.error and result.error["side"] == "head":

@@ -67,6 +67,13 @@ def run(
     token = _token(env, github_token)
     cmds.mask(token)
     cmds.mask(env.get("HF_TOKEN"))
+    cmds.mask(env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
+    if settings.hub_repos and env.get("HF_OIDC_RESOURCE"):
+        from gradience.hub.oidc import ensure_oidc_login
+
+        # Keyless Hub login first: a misconfigured one stops the run with one line (exit 2)
+        # before any work, and the short-lived token is masked like the others.
+        cmds.mask(ensure_oidc_login())
     gh = None
     if token:
         from gradience.action.github import GitHub
@@ -325,7 +332,8 @@ def _commented_pull_request(runner: Runner, gh: GitHub | None) -> PullRequest:
 def _hub_results(settings: Settings, rules: Any, env: Mapping[str, str]) -> list[AdapterResult]:
     from gradience.open import OpenOptions
 
-    options = OpenOptions(token=env.get("HF_TOKEN") or None)
+    # With HF_OIDC_RESOURCE set, huggingface_hub's exchanged token, as it would choose itself.
+    options = OpenOptions(token=None if env.get("HF_OIDC_RESOURCE") else env.get("HF_TOKEN") or None)
     out = []
     for spec in settings.hub_repos:
         base = f"{spec.repo_id}@{spec.base}" if spec.base else None

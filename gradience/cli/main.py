@@ -76,6 +76,8 @@ def advice(e: GradienceError) -> str:
     """The CLI's own words on what to do next: errors name no flags, the CLI does."""
     from gradience import errors as E
 
+    if isinstance(e, E.HubOIDCError):
+        return ""  # the message already says what to change
     if isinstance(e, E.HubAccessError):
         return " (pass --token or set HF_TOKEN)"
     if type(e) is E.AdapterNotFoundError and e.repo_id:

@@ -23,6 +23,10 @@ def translate(
     """The typed error for a Hub failure, or None if it is not one we can explain."""
     from huggingface_hub import errors as hfe
 
+    from gradience.hub.oidc import is_oidc_failure, oidc_error
+
+    if is_oidc_failure(e):  # the login inside the request failed, not the request itself
+        return oidc_error(e)
     where = {"repo_id": repo_id, "revision": revision}
     if isinstance(e, hfe.GatedRepoError):
         return GatedRepoError(

@@ -44,6 +44,7 @@ from gradience.errors import (
     UsageError,
 )
 from gradience.hub.errors import translate
+from gradience.hub.oidc import ensure_oidc_login
 from gradience.hub.refs import HubRef
 from gradience.hub.transfer import ByteBudget, Deadline, HubSession, Transfer
 from gradience.open import DEFAULT_MAX_BIN_BYTES, DEFAULT_MAX_BYTES, OpenOptions
@@ -195,7 +196,8 @@ def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> A
 
     Raises:
         AdapterNotFoundError: missing repo, revision, adapter folder or weights.
-        HubAccessError: gated or private without access.
+        HubAccessError: gated or private without access; HubOIDCError when ``HF_OIDC_RESOURCE``
+            is set (and no token given) and the keyless login fails.
         UsageError: several adapters and no subfolder chosen; a transfer above the byte cap.
         HubTransferError: the Hub kept failing after bounded retries.
     """
@@ -203,6 +205,8 @@ def open_remote_adapter(ref: HubRef, *, options: OpenOptions | None = None) -> A
 
     opts = options or OpenOptions()
     token, max_bytes, max_bin_bytes, progress = opts.token, opts.max_bytes, opts.max_bin_bytes, opts.progress
+    if token is None:
+        ensure_oidc_login()  # a failed keyless login is one clear error, before any request
     t0 = time.perf_counter()
     session = HubSession(
         token=token,

@@ -30,6 +30,7 @@ from gradience.errors import (
     RateLimitedError,
     TooLargeError,
 )
+from gradience.hub.oidc import is_oidc_failure, oidc_error
 
 __all__ = ["ByteBudget", "Deadline", "HubSession", "HubTransferError", "Transfer"]
 
@@ -348,7 +349,12 @@ class Transfer:
         from huggingface_hub.utils import build_hf_headers, get_session
 
         assert self.session is not None
-        all_headers = build_hf_headers(token=self.token if hub else False)
+        try:  # with no token given, huggingface_hub's (OIDC-exchanged, HF_TOKEN or saved) one
+            all_headers = build_hf_headers(token=self.token if hub else False)
+        except Exception as e:
+            if is_oidc_failure(e):
+                raise oidc_error(e) from e
+            raise
         all_headers.update(headers)
         self.requests += 1
         t0 = time.perf_counter()

@@ -236,6 +236,40 @@ class LocalHub:
             "DELETE", "/_admin/gated-access", {"repo_id": repo_id, "repo_type": repo_type, "user": user}
         )
 
+    def add_trusted_publisher(
+        self,
+        resource: str,
+        repository: str,
+        *,
+        user: str | None = None,
+        claims: dict[str, str] | None = None,
+        read_only: bool = False,
+    ) -> dict[str, Any]:
+        """Let GitHub Actions id tokens of ``repository`` (``owner/name``) be exchanged on ``resource``.
+
+        ``resource`` is a repo (``ns/name``, ``datasets/ns/name``...) or a user name, as
+        ``HF_OIDC_RESOURCE`` names it. ``user``: whom a repo token acts for (default the repo's
+        namespace when that is a user; required for an organisation's repo). ``claims`` pins
+        further claims exactly (``{"ref": "refs/heads/main"}``). Publishers go with
+        ``reset_config`` (the ``hub`` fixture does it after every test).
+        """
+        spec = {"resource": resource, "repository": repository, "user": user, "claims": claims or {},
+                "read_only": read_only}  # fmt: skip
+        return dict(self._call("POST", "/_admin/trusted-publishers", spec))
+
+    def remove_trusted_publisher(self, resource: str | None = None, repository: str | None = None) -> int:
+        """Forget the publishers on ``resource`` and/or of ``repository`` (every one with neither)."""
+        spec = {"resource": resource, "repository": repository}
+        return int(self._call("DELETE", "/_admin/trusted-publishers", spec)["removed"])
+
+    def trusted_publishers(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/_admin/trusted-publishers"))
+
+    def oidc_tokens(self) -> list[dict[str, Any]]:
+        """Tokens ``/oauth/token`` handed out: ``token``, ``resource``, ``repository``, ``user``,
+        ``scopes``, ``repos``, ``expires_at``, ``expired``, ``requests`` (how many requests carried it)."""
+        return list(self._call("GET", "/_admin/oidc-tokens"))
+
     @property
     def cdn_url(self) -> str | None:
         """The CDN origin LFS files redirect to (another loopback port), or None without one."""

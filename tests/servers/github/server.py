@@ -4,14 +4,17 @@ client, and PyGithub's, which the stand-in is checked against).
 Routes: ``/repos/{o}/{r}``, ``…/pulls/{n}``, ``…/pulls/{n}/files`` (paginated), ``…/issues/{n}``,
 ``…/issues/{n}/comments`` (list, paginated / create), ``…/issues/comments/{id}`` (get, edit,
 delete), ``…/check-runs`` (create, edit), ``…/commits/{sha}``, ``…/statuses/{sha}``, ``/user``,
-``/rate_limit``.
+``/rate_limit``; and, outside the REST API, the Actions runtime's OIDC id-token service
+(``ID_TOKEN_PATH``, what ``ACTIONS_ID_TOKEN_REQUEST_URL`` points at).
 
 It is as strict as the real one where clients get things wrong: 401 without a token or with a
 wrong one, 404 for a repository the token cannot see, 403 "Resource not accessible by
 integration" for writes with a read-only (fork) token, 422 for bodies over GitHub's limits,
 ``per_page`` capped, ``Link`` headers with absolute URLs on the server's own host and port (which
 PyGithub checks), rate-limit headers on every answer, a 403 once the primary limit is spent, a
-secondary limit with ``Retry-After`` on demand, and 301 for a renamed repository.
+secondary limit with ``Retry-After`` on demand, and 301 for a renamed repository. The id-token
+service answers only a job's own request token (401 without one, 403 for another) and signs with
+the key the local Hub trusts (``servers/localhub/oidc.py``, a test stand-in for GitHub's keys).
 """
 
 from __future__ import annotations
@@ -20,14 +23,19 @@ import dataclasses
 import json
 import re
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from .state import Comment, Pull, Repo, State, Token, now
+from ..localhub import oidc
+from .state import Comment, OidcJob, Pull, Repo, State, Token, now
 
 DOCS = "https://docs.github.com/rest"
+#: Where ``ACTIONS_ID_TOKEN_REQUEST_URL`` points (GitHub's is another host; any path works).
+ID_TOKEN_PATH = "/_actions/idtoken"
 MAX_COMMENT = 65536
 MAX_ANNOTATIONS = 50
 
@@ -81,6 +89,20 @@ class GitHubAPI:
         if any(p.fullmatch(path) for _, p, _ in self.routes):
             raise APIError(405, "Method Not Allowed")
         raise APIError(404, "Not Found")
+
+    def id_token(self, method: str, auth: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        """The Actions runtime's id-token service: its own credential (the job's request token),
+        not a REST API token, and no rate limit."""
+        if method != "GET":
+            raise APIError(405, "Method Not Allowed")
+        scheme, _, secret = auth.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise APIError(401, "Requires authentication (Authorization: Bearer <request token>)")
+        job = self.state.oidc_jobs.get(secret.strip())
+        if job is None:
+            raise APIError(403, "This request token may not mint id tokens")
+        audience = query.get("audience") or f"https://github.com/{job.repository.split('/')[0]}"
+        return 200, {"count": 1, "value": mint(job, audience)}, {}
 
     # -- helpers --------------------------------------------------------------------------------
     def _repo(self, token: Token, owner: str, name: str) -> Repo:
@@ -381,6 +403,33 @@ class GitHubAPI:
         return 201, {**status, "url": f"{self.base}/repos/{repo.full_name}/statuses/{sha}"}, {}
 
 
+def mint(job: OidcJob, audience: str, *, expires_in: int | None = None) -> str:
+    """An id token with the claims GitHub puts in one (those a verifier matches on)."""
+    t = int(time.time())
+    if job.event_name.startswith("pull_request"):
+        sub = f"repo:{job.repository}:pull_request"
+    else:
+        sub = f"repo:{job.repository}:ref:{job.ref}"
+    claims = {
+        "jti": str(uuid.uuid4()),
+        "sub": sub,
+        "aud": audience,
+        "ref": job.ref,
+        "sha": job.sha,
+        "repository": job.repository,
+        "repository_owner": job.repository.split("/")[0],
+        "run_id": job.run_id,
+        "event_name": job.event_name,
+        "workflow": job.workflow,
+        "job_workflow_ref": f"{job.repository}/.github/workflows/{job.workflow}.yml@{job.ref}",
+        "iss": oidc.ISSUER,
+        "nbf": t - 5,
+        "iat": t,
+        "exp": t + (job.expires_in if expires_in is None else expires_in),
+    }
+    return oidc.sign(claims, job.signing_key)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -402,38 +451,10 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append(entry)
             headers: dict[str, str] = {}
             try:
-                if self.command == "GET" and state.fail_gets > 0:
-                    state.fail_gets -= 1
-                    raise APIError(502, "Server Error")
-                if auth and token is None:
-                    raise APIError(401, "Bad credentials")
-                if token is not None:
-                    if state.rate_remaining <= 0:
-                        raise APIError(403, "API rate limit exceeded for installation.")
-                    state.rate_remaining -= 1
-                    if state.secondary_limited > 0:
-                        state.secondary_limited -= 1
-                        headers["Retry-After"] = str(state.retry_after)
-                        raise APIError(
-                            403,
-                            "You have exceeded a secondary rate limit. Please wait a few minutes before "
-                            "you try again.",
-                        )
-                moved = re.match(r"/repos/([^/]+/[^/]+)(/.*)?$", url.path)
-                if moved and moved.group(1).lower() in state.renamed:
-                    base = state.link_base or self.server.api.base
-                    location = f"{base}/repos/{state.renamed[moved.group(1).lower()]}"
-                    location += (moved.group(2) or "") + (f"?{url.query}" if url.query else "")
-                    headers["Location"] = location
-                    raise APIError(301, "Moved Permanently", url=location)
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError as e:
-                    raise APIError(400, "Problems parsing JSON") from e
-                status, data, headers = self.server.api.handle(self.command, url.path, query, token, body)
-                if self.command != "GET" and state.fail_writes > 0:  # done, but the answer is lost
-                    state.fail_writes -= 1
-                    raise APIError(502, "Server Error")
+                if url.path == ID_TOKEN_PATH:  # the Actions runtime: its own credential, no rate limit
+                    status, data, headers = self.server.api.id_token(self.command, auth, query)
+                else:
+                    status, data, headers = self._rest(url, query, raw, auth, token, headers)
             except APIError as e:
                 status = e.status
                 data = {"message": e.message, "documentation_url": DOCS, "status": str(e.status), **e.extra}
@@ -455,6 +476,52 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _rest(
+        self,
+        url: Any,
+        query: dict[str, str],
+        raw: bytes,
+        auth: str,
+        token: Token | None,
+        headers: dict[str, str],
+    ) -> tuple[int, Any, dict[str, str]]:
+        """A REST API call: faults, the token and its rate limits, renames, then the route.
+        Headers set before an error (``Retry-After``, ``Location``) go out with it."""
+        state = self.server.state
+        if self.command == "GET" and state.fail_gets > 0:
+            state.fail_gets -= 1
+            raise APIError(502, "Server Error")
+        if auth and token is None:
+            raise APIError(401, "Bad credentials")
+        if token is not None:
+            if state.rate_remaining <= 0:
+                raise APIError(403, "API rate limit exceeded for installation.")
+            state.rate_remaining -= 1
+            if state.secondary_limited > 0:
+                state.secondary_limited -= 1
+                headers["Retry-After"] = str(state.retry_after)
+                raise APIError(
+                    403,
+                    "You have exceeded a secondary rate limit. Please wait a few minutes before "
+                    "you try again.",
+                )
+        moved = re.match(r"/repos/([^/]+/[^/]+)(/.*)?$", url.path)
+        if moved and moved.group(1).lower() in state.renamed:
+            base = state.link_base or self.server.api.base
+            location = f"{base}/repos/{state.renamed[moved.group(1).lower()]}"
+            location += (moved.group(2) or "") + (f"?{url.query}" if url.query else "")
+            headers["Location"] = location
+            raise APIError(301, "Moved Permanently", url=location)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError as e:
+            raise APIError(400, "Problems parsing JSON") from e
+        status, data, answer_headers = self.server.api.handle(self.command, url.path, query, token, body)
+        if self.command != "GET" and state.fail_writes > 0:  # done, but the answer is lost
+            state.fail_writes -= 1
+            raise APIError(502, "Server Error")
+        return status, data, answer_headers
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _answer
 
@@ -502,6 +569,44 @@ class LocalGitHub:
         with self.state.lock:
             scope = None if repos is None else frozenset(r.lower() for r in repos)
             self.state.tokens[secret] = Token(login, permission, app, scope)
+
+    def allow_id_tokens(
+        self,
+        request_token: str,
+        *,
+        repository: str,
+        ref: str = "refs/heads/main",
+        sha: str = "0" * 40,
+        event_name: str = "push",
+        workflow: str = "gradience",
+        run_id: str = "4242",
+        expires_in: int = 300,
+        signing_key: bytes | None = None,
+    ) -> str:
+        """Let the job holding ``request_token`` mint id tokens, as ``permissions: id-token: write``
+        does, and return the URL for ``ACTIONS_ID_TOKEN_REQUEST_URL``.
+
+        The claims describe that job (``repository``, ``ref``, ``sha``, ``event_name``...).
+        ``signing_key`` other than the shared one makes tokens the local Hub must refuse as forged.
+        """
+        job = OidcJob(repository, ref, sha, event_name, workflow, run_id, expires_in,
+                      oidc.SIGNING_KEY if signing_key is None else signing_key)  # fmt: skip
+        with self.state.lock:
+            self.state.oidc_jobs[request_token] = job
+        return self.id_token_url
+
+    @property
+    def id_token_url(self) -> str:
+        """``ACTIONS_ID_TOKEN_REQUEST_URL``: like GitHub's, it already has a query; clients add
+        ``&audience=...``."""
+        return f"{self.url}{ID_TOKEN_PATH}?api-version=2.0"
+
+    def mint_id_token(self, request_token: str, audience: str, *, expires_in: int | None = None) -> str:
+        """An id token for the job ``allow_id_tokens`` set up, without a request (for
+        ``HF_OIDC_ID_TOKEN``); ``expires_in`` < 0 mints one that has already expired."""
+        with self.state.lock:
+            job = self.state.oidc_jobs[request_token]
+        return mint(job, audience, expires_in=expires_in)
 
     def add_repo(self, full_name: str, *, private: bool = False, fork: bool = False) -> None:
         with self.state.lock:

@@ -28,6 +28,21 @@ class Token:
         return "Bot" if self.app else "User"
 
 
+@dataclass(frozen=True)
+class OidcJob:
+    """A job allowed to mint Actions id tokens (``permissions: id-token: write``): the claims
+    they carry, how long they live, and the key they are signed with."""
+
+    repository: str
+    ref: str
+    sha: str
+    event_name: str
+    workflow: str
+    run_id: str
+    expires_in: int
+    signing_key: bytes
+
+
 @dataclass
 class Comment:
     id: int
@@ -87,6 +102,7 @@ class State:
         self.fail_writes = 0  # the next N writes are done, then answer 502 (the answer is lost)
         self.link_base: str | None = None  # another origin for Link / Location headers
         self.renamed: dict[str, str] = {}  # old full name (lower) -> new full name: answered with 301
+        self.oidc_jobs: dict[str, OidcJob] = {}  # ACTIONS_ID_TOKEN_REQUEST_TOKEN -> its job
         self._ids = itertools.count(1001)
 
     def next_id(self) -> int:
@@ -105,6 +121,7 @@ class State:
             self.fail_gets = 0
             self.secondary_limited = 0
             self.renamed = {}
+            self.oidc_jobs.clear()
             self.fail_writes = 0
             self.link_base = None
             self.retry_after = 1

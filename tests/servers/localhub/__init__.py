@@ -7,7 +7,8 @@ Layout (one job per module):
 - ``storage``: content-addressed blobs, repos, commits, refs, the JSON index;
 - ``accounts``: users, organisations, tokens and who may read or write what;
 - ``cards``: model-card front matter and the tags the Hub derives from it;
-- ``api_read``, ``api_write``, ``api_discussions``, ``admin``: the routes;
+- ``api_read``, ``api_write``, ``api_discussions``, ``api_oauth``, ``admin``: the routes (``oidc``:
+  the id-token signature ``api_oauth`` shares with the local GitHub);
 - ``seed``: the repos every test can rely on;
 - ``app``: wires everything together.
 

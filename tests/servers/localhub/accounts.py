@@ -6,9 +6,10 @@ files only to its namespace and to users granted access, and only a namespace's 
 organisation's members may write, with a ``write`` token.
 
 Tokens carry what the Hub's do: a role (``read``, ``write``, ``fineGrained``), a kind
-(``access_token`` or ``oauth``) and a set of scopes. Read tokens hold ``read-repos`` only; write
-tokens hold every scope; OAuth tokens hold the scopes their login asked for; fine-grained tokens
-hold their scopes on the repos they list and nothing more. Routes ask one question,
+(``access_token``, ``oauth``, or ``oidc`` for the short-lived ones ``/oauth/token`` mints) and a
+set of scopes. Read tokens hold ``read-repos`` only; write tokens hold every scope; OAuth tokens
+hold the scopes their login asked for; fine-grained tokens hold their scopes on the repos they
+list and nothing more. Routes ask one question,
 ``require_scope(token, scope, repo)``, and get the Hub's 401/403 when the answer is no.
 
 The token values are fixed so a server started by hand and a test suite agree on them.
@@ -17,6 +18,7 @@ The token values are fixed so a server started by hand and a test suite agree on
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -76,16 +78,23 @@ class Token:
     """A credential: whose it is, its Hub role and kind, and the scopes it grants.
 
     ``repos`` is None for tokens valid on every repo, else the repo keys (``model/ns/name``) a
-    fine-grained token is limited to.
+    fine-grained token is limited to. ``expires_at`` (epoch seconds) ends a short-lived token;
+    ``reads_private`` False is the Hub's CI/CD identity token, which reads gated repos its user
+    may read but never private ones.
     """
 
     value: str
     user: str
     role: Literal["read", "write", "fineGrained"]
     name: str
-    kind: Literal["access_token", "oauth"] = "access_token"
+    kind: Literal["access_token", "oauth", "oidc"] = "access_token"
     scopes: frozenset[str] = SCOPES
     repos: frozenset[str] | None = None
+    expires_at: float | None = None
+    reads_private: bool = True
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
 
     def to_auth(self) -> dict[str, object]:
         """The ``auth`` block of ``whoami-v2``: type, token role and (a local extension) scopes."""
@@ -115,6 +124,8 @@ class Token:
         if self.kind == "oauth":
             auth["scope"] = " ".join(sorted(self.scopes))
             auth["expiresAt"] = "2099-01-01T00:00:00.000Z"
+        if self.expires_at is not None:
+            auth["expiresAt"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(self.expires_at))
         return auth
 
 
@@ -168,7 +179,9 @@ class Accounts:
         self.add(Account(name, name))
 
     def token(self, value: str) -> Token | None:
-        return self.tokens.get(value)
+        """The live token with this value; an expired one is as unknown as a made-up one."""
+        token = self.tokens.get(value)
+        return None if token is None or token.expired() else token
 
     def orgs_of(self, user: str) -> list[Account]:
         return [a for a in self.accounts.values() if a.type == "org" and user in a.members]
@@ -204,6 +217,8 @@ class Accounts:
 def has_scope(token: Token | None, scope: str, repo: Repo | None = None) -> bool:
     """Whether ``token`` grants ``scope`` (on ``repo`` when given: fine-grained tokens list theirs)."""
     if token is None or scope not in token.scopes:
+        return False
+    if repo is not None and repo.private and not token.reads_private and scope in REPO_SCOPES:
         return False
     if repo is None or token.repos is None or scope not in REPO_SCOPES:
         return True

@@ -71,6 +71,7 @@ def set_config(app: HubApp, req: Request) -> Response:
 
 def reset_config(app: HubApp, req: Request) -> Response:
     app.config.update(app.defaults.to_dict())
+    app.oidc.clear()  # trusted publishers are settings too: none at start-up
     return json_response(app.config.to_dict())
 
 
