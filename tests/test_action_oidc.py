@@ -312,6 +312,28 @@ def _refused(call) -> tuple[int, dict]:
     return info.value.response.status_code, info.value.response.json()
 
 
+def test_id_token_request_keeps_the_runner_urls_query(hub, ci, monkeypatch):
+    """The runner's id-token URL has ``?api-version=…``; huggingface_hub's own request replaces
+    that query with ``audience`` (the stand-in refuses it), so gradience mints the id token
+    itself with both, and the login works."""
+    import huggingface_hub.utils._auth as auth
+    from huggingface_hub._oidc import get_oidc_token
+
+    from gradience.hub.oidc import ensure_oidc_login
+
+    with pytest.raises(HfHubHTTPError) as info:
+        get_oidc_token(audience=hub.url)
+    assert info.value.response.status_code == 400 and "api-version" in info.value.response.text
+    hub.add_trusted_publisher(PRIVATE_REPO, REPO)
+    monkeypatch.setenv("HF_OIDC_RESOURCE", PRIVATE_REPO)
+    monkeypatch.delenv("HF_OIDC_ID_TOKEN", raising=False)
+    monkeypatch.setattr(auth, "_OIDC_TOKEN_CACHE", None)
+    token = ensure_oidc_login()
+    assert token and HfApi(endpoint=hub.url, token=token).model_info(PRIVATE_REPO).private
+    asked = [r for r in ci.requests if r["path"].endswith("/idtoken")][-1]["query"]
+    assert asked == {"api-version": "2.0", "audience": hub.url}
+
+
 def test_repo_publisher_token_reads_and_writes_that_repo_only(hub, ci):
     from huggingface_hub._oidc import oidc_login
 
@@ -321,7 +343,9 @@ def test_repo_publisher_token_reads_and_writes_that_repo_only(hub, ci):
     owner.create_repo(other)
     try:
         hub.add_trusted_publisher(sandbox, REPO)
-        answer = oidc_login(resource=sandbox, endpoint=hub.url)
+        answer = oidc_login(
+            resource=sandbox, endpoint=hub.url, subject_token=ci.mint_id_token(REQUEST_TOKEN, hub.url)
+        )
         assert answer["token_type"] == "bearer" and answer["expires_in"] == 3600
         api = HfApi(endpoint=hub.url, token=answer["access_token"])
         api.upload_file(path_or_fileobj=b"ok", path_in_repo="from-ci.txt", repo_id=sandbox)
@@ -343,7 +367,9 @@ def test_user_publisher_token_reads_gated_repos_but_never_private_ones(tmp_path,
     from huggingface_hub._oidc import oidc_login
 
     hub.add_trusted_publisher("alice", REPO)
-    token = oidc_login(resource="alice", endpoint=hub.url)["access_token"]
+    token = oidc_login(
+        resource="alice", endpoint=hub.url, subject_token=ci.mint_id_token(REQUEST_TOKEN, hub.url)
+    )["access_token"]
     api = HfApi(endpoint=hub.url, token=token)
     assert api.whoami()["name"] == "alice"
     with pytest.raises(HfHubHTTPError) as info:
@@ -408,7 +434,9 @@ def test_exchanged_tokens_expire(hub, ci, minted):
 
     hub.add_trusted_publisher(PRIVATE_REPO, REPO)
     with hub.configured(oidc_token_lifetime=0):  # minted already expired: no waiting
-        token = oidc_login(resource=PRIVATE_REPO, endpoint=hub.url)["access_token"]
+        token = oidc_login(
+            resource=PRIVATE_REPO, endpoint=hub.url, subject_token=ci.mint_id_token(REQUEST_TOKEN, hub.url)
+        )["access_token"]
     (issued,) = minted()
     assert issued["expired"]
     status, body = _refused(lambda: HfApi(endpoint=hub.url, token=token).model_info(PRIVATE_REPO))
@@ -422,5 +450,7 @@ def test_id_token_service_needs_the_jobs_request_token(gh):
         httpx2.get(url, params={"audience": "x"}, headers={"Authorization": "Bearer guess"}).status_code
         == 403
     )
-    r = httpx2.get(url, params={"audience": "x"}, headers={"Authorization": f"Bearer {REQUEST_TOKEN}"})
+    auth = {"Authorization": f"Bearer {REQUEST_TOKEN}"}
+    assert httpx2.get(url, params={"audience": "x"}, headers=auth).status_code == 400  # query replaced
+    r = httpx2.get(httpx2.URL(url).copy_merge_params({"audience": "x"}), headers=auth)
     assert r.status_code == 200 and r.json()["count"] == 1 and JWT.fullmatch(r.json()["value"])

@@ -46,9 +46,34 @@ def ensure_oidc_login() -> str | None:
     from huggingface_hub import get_token
 
     try:
+        _mint_github_id_token()
         return get_token()
     except Exception as e:  # everything that can fail here is the login
         raise oidc_error(e) from e
+
+
+def _mint_github_id_token() -> None:
+    """Get the GitHub Actions id token here and hand it to huggingface_hub as ``HF_OIDC_ID_TOKEN``.
+
+    Why: the runner's ``ACTIONS_ID_TOKEN_REQUEST_URL`` already has a query (``?api-version=…``)
+    and huggingface_hub asks for ``audience`` with ``params=``, which *replaces* that query in
+    its HTTP client; the service then never sees its ``api-version``. Merging the parameters
+    keeps both. The id token lives only in this process's environment, and a run is far
+    shorter than its lifetime.
+    """
+    url = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL")
+    request_token = os.environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+    if os.environ.get("HF_OIDC_ID_TOKEN") or os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    if not (url and request_token):
+        return  # huggingface_hub raises the "id-token: write" error, which oidc_error words
+    import httpx2
+    from huggingface_hub import constants
+
+    full = httpx2.URL(url).copy_merge_params({"audience": constants.ENDPOINT})
+    response = httpx2.get(full, headers={"Authorization": f"Bearer {request_token}"}, timeout=30.0)
+    response.raise_for_status()
+    os.environ["HF_OIDC_ID_TOKEN"] = str(response.json()["value"])
 
 
 def is_oidc_failure(e: BaseException) -> bool:

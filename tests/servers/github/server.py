@@ -101,6 +101,12 @@ class GitHubAPI:
         job = self.state.oidc_jobs.get(secret.strip())
         if job is None:
             raise APIError(403, "This request token may not mint id tokens")
+        if not query.get("api-version"):
+            # the URL the runner hands out carries ?api-version=…; a client that replaces the
+            # query instead of adding to it loses it (our reading of the service: it is required)
+            raise APIError(
+                400, "The api-version query parameter (?api-version=) is required for all requests."
+            )
         audience = query.get("audience") or f"https://github.com/{job.repository.split('/')[0]}"
         return 200, {"count": 1, "value": mint(job, audience)}, {}
 
