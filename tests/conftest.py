@@ -1,5 +1,5 @@
 """Test-wide guards: no internet, a Hub endpoint that can only be local, shared data paths,
-and the local Hub server (``hub`` fixture) that every Hub-facing test runs against."""
+and the local Hub (``hub``) and local GitHub (``github``) servers the tests run against."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 if TYPE_CHECKING:
+    from servers.github import LocalGitHub
     from servers.hub import LocalHub
 
 
@@ -104,6 +105,19 @@ def corpus_dir() -> Path:
 @pytest.fixture(scope="session")
 def examples_dir() -> Path:
     return EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def github() -> Iterator[LocalGitHub]:
+    """The local GitHub, one server for the session; each module's ``gh`` fixture resets it and
+    adds the repositories, tokens and pull requests its tests need."""
+    from servers.github import LocalGitHub
+
+    server = LocalGitHub()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

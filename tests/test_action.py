@@ -31,13 +31,6 @@ PAT = "ghp_personal_0123456789abcdefghijklmnopqrs"
 MARKER = "<!-- gradience-action:sticky scope="
 
 
-@pytest.fixture(scope="module")
-def github():
-    server = LocalGitHub()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def gh(github):
     github.reset()

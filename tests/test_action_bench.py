@@ -11,7 +11,7 @@ pytest.importorskip("peft", reason="the bench needs the bench extra (torch, peft
 pytest.importorskip("gradience.bench.jobs", reason="gradience bench --on hf-jobs is not in this checkout")
 
 from huggingface_hub import HfApi
-from test_action import MARKER, PR, REPO, commit, github, put  # noqa: F401  (github: the fixture)
+from test_action import PR, REPO, commit, put
 
 pytestmark = pytest.mark.peft
 
@@ -19,7 +19,7 @@ TINY = "seeds = 1\nsteps = 3\nprobe_rank = 4\nbatch_size = 16\nmodes = ['truncat
 
 
 @pytest.fixture
-def gh(github):  # noqa: F811
+def gh(github):
     from test_action import TOKEN
 
     github.reset()

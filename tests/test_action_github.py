@@ -18,24 +18,17 @@ PAT = "ghp_client_user_token_00000000000000000"
 TAG = marker("default")
 
 
-@pytest.fixture(scope="module")
-def server():
-    s = LocalGitHub()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
-def gh(server):
-    server.reset()
-    server.add_repo(REPO)
-    server.add_token(TOKEN, "github-actions[bot]", repos=[REPO])
-    server.add_token(READ, "github-actions[bot]", permission="read", repos=[REPO])
-    server.add_token(PAT, "octocat", app=False)
+def gh(github):
+    github.reset()
+    github.add_repo(REPO)
+    github.add_token(TOKEN, "github-actions[bot]", repos=[REPO])
+    github.add_token(READ, "github-actions[bot]", permission="read", repos=[REPO])
+    github.add_token(PAT, "octocat", app=False)
     files = [{"filename": f"f{i}.txt", "status": "modified"} for i in range(7)]
     files.append({"filename": "new/name.txt", "status": "renamed", "previous_filename": "old/name.txt"})
-    server.add_pull(REPO, 3, head_sha="a" * 40, base_sha="b" * 40, files=files)
-    return server
+    github.add_pull(REPO, 3, head_sha="a" * 40, base_sha="b" * 40, files=files)
+    return github
 
 
 class Sleeps(list):

@@ -77,13 +77,6 @@ def minted(hub: LocalHub):
     return lambda: [t for t in hub.oidc_tokens() if t["token"] not in before]
 
 
-@pytest.fixture(scope="module")
-def github():
-    server = LocalGitHub()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def gh(github: LocalGitHub) -> LocalGitHub:
     github.reset()
