@@ -47,6 +47,15 @@ def _upload(api: HfApi, folder: Path, repo_type: str = "model", private: bool = 
     return repo_id
 
 
+def _where() -> tuple[str, str]:
+    """Where a Hub task must say it ran: this machine's device, in bf16 autocast on a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", "fp32"
+    return "cuda", "bf16-autocast" if torch.cuda.is_bf16_supported() else "fp32"
+
+
 def _jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -100,6 +109,7 @@ def test_a_classification_task_from_the_hub_through_the_cli(hub, classifier, tmp
         "accuracy",
     )
     assert task["chance"] == 50.0  # the held-out split: four of each label
+    assert (task["device"], task["precision"]) == _where()
     assert "16 train / 8 held-out" in task["description"]
     # PEFT's default targets for BERT, with the fresh head trained alongside the LoRA
     assert all(n.endswith(("query", "value")) for n in report["candidates"][0]["ranks"])
@@ -134,6 +144,7 @@ def test_a_generation_task_from_the_hub(api, tmp_path):
     report = result.report
     jsonschema.validate(report, SCHEMA)
     assert (report["task"]["kind"], report["task"]["metric"]) == ("generation", "exact_match")
+    assert (report["task"]["device"], report["task"]["precision"]) == _where()
     assert "8 train / 2 held-out" in report["task"]["description"]  # one file: split 80/20
     assert all(n.endswith(("q_proj", "v_proj")) for n in report["candidates"][0]["ranks"])
     for c in report["candidates"]:

@@ -64,8 +64,16 @@ class HubTask(Task):
             f"{len(d['train'])} train / {len(d['eval'])} held-out examples"
         )
 
+    @property
+    def precision(self) -> str:
+        """How the forward passes run: ``bf16-autocast`` on a CUDA device that has it, else ``fp32``."""
+        import torch
+
+        return "bf16-autocast" if self.device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
     def info(self) -> dict[str, Any]:
-        return {"model": self.model, "dataset": self.dataset, "kind": self.kind}
+        return {"model": self.model, "dataset": self.dataset, "kind": self.kind, "device": self.device,
+                "precision": self.precision}  # fmt: skip
 
     def fingerprint(self) -> dict[str, Any]:
         data = self._data()  # resolves the model's and the dataset's commits first
@@ -78,6 +86,8 @@ class HubTask(Task):
             "dataset_revision": self.dataset_revision or data["sha"],
             "max_train": self.max_train,
             "max_eval": self.max_eval,
+            # bf16 autocast moves the metrics: results from another precision are not reused
+            "precision": self.precision,
         }
 
     @property
@@ -137,7 +147,7 @@ class HubTask(Task):
     def _autocast(self) -> Any:
         import torch
 
-        if self.device == "cuda" and torch.cuda.is_bf16_supported():
+        if self.precision == "bf16-autocast":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 

@@ -29,7 +29,8 @@ def render_report(d: dict[str, Any], file: Any = None) -> None:
         file=file or sys.stdout, highlight=False, width=None if (file or sys.stdout).isatty() else 120
     )
     task, probe = d["task"], d["probe"]
-    con.print(f"[bold]bench[/bold] {task['name']}: {task['description']}")
+    where = f" · on {task['device']} ({task['precision']})" if task.get("device") else ""
+    con.print(f"[bold]bench[/bold] {task['name']}: {task['description']}{where}")
     seeds = len(probe["per_seed"])
     con.print(
         f"metric {task['metric']} (points; chance {task['chance']:.1f}) · {seeds} seed{'s' if seeds != 1 else ''}"
