@@ -16,7 +16,7 @@ print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "bf16", tor
       "peft", peft.__version__, "transformers", transformers.__version__, "huggingface_hub", huggingface_hub.__version__)
 PY
 tests="tests/test_bench_hub.py tests/test_bench.py"
-if ! python3 -m pytest -q -p no:cacheprovider $tests 2>&1 | tee "$OUT/pytest.log"; then
-    python3 -m pytest -q -p no:cacheprovider --lf -W ignore::DeprecationWarning -W ignore::UserWarning $tests 2>&1 \
+if ! python3 -m pytest -q $tests 2>&1 | tee "$OUT/pytest.log"; then
+    python3 -m pytest -q --lf -W ignore::DeprecationWarning -W ignore::UserWarning $tests 2>&1 \
         | tee "$OUT/pytest-rerun.log"
 fi
