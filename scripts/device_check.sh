@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The bench's GPU path (CUDA, bf16 autocast) on a lent device machine, where nothing can be
 # fetched: the Python packages the device image lacks or has too old travel as wheels in .whl/
-# (huggingface_hub 2.x and its httpx2, jsonschema for the report schema). Runs the bench tests,
+# (huggingface_hub 2.4 with httpx2, httpcore2, hf-xet, click, truststore, h11, anyio, idna,
+# typing_extensions; transformers 5.24 and regex, since the image's transformers pins
+# huggingface_hub < 2; peft 0.21.2; jsonschema with referencing, jsonschema-specifications and
+# rpds-py), fetched here with `pip download --no-deps --python-version 3.12 ...`. Runs the bench tests,
 # which must then report device=cuda, precision=bf16-autocast; a failure is rerun once with
 # warnings not fatal, to tell a library's new warning from a real break. Logs go to $OUT.
 set -uo pipefail
