@@ -430,6 +430,24 @@ def test_hub_adapters_compared_between_revisions(tmp_path, gh, hub):
     assert a["head"] == f"{H.REVISIONS_REPO}@v2"
 
 
+def test_private_hub_adapter_with_the_hf_token_input(tmp_path, gh, hub):
+    pr = PR(tmp_path, gh)
+    base = commit(pr.repo, "empty")
+    pr.open(base, commit(pr.repo, "nothing local"))
+    denied = pr.run("--hub-repos", H.PRIVATE_REPO, "--comment", "off")
+    (a,) = denied.report["adapters"]
+    assert a["status"] == "unreadable" and denied.code == 3
+    # GitHub's own spelling of the hf-token input (INPUT_HF-TOKEN) reads like HF_TOKEN
+    run = pr.run(
+        "--hub-repos", H.PRIVATE_REPO, "--comment", "off", extra_env={"INPUT_HF-TOKEN": H.ALICE_TOKEN}
+    )
+    (a,) = run.report["adapters"]
+    assert run.code == 0 and (a["status"], a["error"]) == ("added", None)
+    assert f"::add-mask::{H.ALICE_TOKEN}" in run.stdout
+    rest = run.stdout.replace(f"::add-mask::{H.ALICE_TOKEN}", "")
+    assert H.ALICE_TOKEN not in rest + run.stderr + run.summary + json.dumps(run.report)
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path, gh):
     pr = PR(tmp_path, gh)
     base = commit(pr.repo, "empty")

@@ -48,6 +48,12 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
+def _hf_token(env: Mapping[str, str]) -> str | None:
+    """The Hub token: ``HF_TOKEN`` (what action.yml sets), or the ``hf-token`` input as GitHub
+    spells it for other kinds of actions."""
+    return env.get("HF_TOKEN") or input_env(env, "hf_token")
+
+
 def _token(env: Mapping[str, str], given: str | None) -> str | None:
     return given or input_env(env, "github_token") or env.get("GITHUB_TOKEN") or None
 
@@ -66,7 +72,7 @@ def run(
     cmds = Commands(runner, out or sys.stdout)
     token = _token(env, github_token)
     cmds.mask(token)
-    cmds.mask(env.get("HF_TOKEN"))
+    cmds.mask(_hf_token(env))
     cmds.mask(env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
     if settings.hub_repos and env.get("HF_OIDC_RESOURCE"):
         from gradience.hub.oidc import ensure_oidc_login
@@ -278,7 +284,7 @@ def _bench(
         outcome = run_bench(
             config_path=str(runner.workspace / settings.bench_config) if settings.bench_config else None,
             flavor=flavor, timeout=timeout, namespace=settings.bench_namespace, image=settings.bench_image,
-            token=env.get("HF_TOKEN") or None, repository=runner.repository, pr_number=pr.number,
+            token=_hf_token(env), repository=runner.repository, pr_number=pr.number,
             commit=pr.head_sha, log=lambda line: cmds.out.write(line + "\n"),
         )  # fmt: skip
         cmds.endgroup()
@@ -333,7 +339,7 @@ def _hub_results(settings: Settings, rules: Any, env: Mapping[str, str]) -> list
     from gradience.open import OpenOptions
 
     # With HF_OIDC_RESOURCE set, huggingface_hub's exchanged token, as it would choose itself.
-    options = OpenOptions(token=None if env.get("HF_OIDC_RESOURCE") else env.get("HF_TOKEN") or None)
+    options = OpenOptions(token=None if env.get("HF_OIDC_RESOURCE") else _hf_token(env))
     out = []
     for spec in settings.hub_repos:
         base = f"{spec.repo_id}@{spec.base}" if spec.base else None
