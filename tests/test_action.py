@@ -123,6 +123,7 @@ class PR:
         event: str = "pull_request",
         extra_env=None,
         payload=None,
+        module: bool = False,
     ) -> Run:
         self.runs += 1
         d = self.tmp / f"run{self.runs}"
@@ -155,7 +156,7 @@ class PR:
             env["INPUT_GITHUB_TOKEN"] = token
         env.update(extra_env or {})
         p = subprocess.run(
-            [sys.executable, "-m", "gradience", "action", "run", *flags],
+            [sys.executable, "-m", *(["gradience.action"] if module else ["gradience", "action", "run"]), *flags],
             capture_output=True, text=True, env=env, cwd=self.repo, timeout=300,
         )  # fmt: skip
         summary = (d / "summary.md").read_text() if (d / "summary.md").exists() else ""
@@ -319,9 +320,11 @@ def test_rules_and_fail_on_decide_the_exit_status(tmp_path, gh):
     lenient = pr.run(extra_env=env)
     assert lenient.code == 0 and lenient.outputs["verdict"] == "warn"
     assert "::error file=models/lora/adapter_config.json" in lenient.stdout  # still annotated
-    # GitHub's own spelling of input variables (hyphens kept) reads the same
+    # GitHub's own spelling of input variables (hyphens kept) reads the same, and
+    # python -m gradience.action is the same runtime
     hyphens = pr.run(
-        extra_env={"INPUT_FORBID-FLAGS": "untrained", "INPUT_COMMENT": "off", "INPUT_FAIL-ON": "none"}
+        extra_env={"INPUT_FORBID-FLAGS": "untrained", "INPUT_COMMENT": "off", "INPUT_FAIL-ON": "none"},
+        module=True,
     )
     assert hyphens.code == 0 and hyphens.outputs["verdict"] == "warn"
 
