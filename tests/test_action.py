@@ -143,7 +143,11 @@ class PR:
             "sender": {"login": "contributor"},
         }  # fmt: skip
         (d / "event.json").write_text(json.dumps(payload if event_payload is None else event_payload))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_", "ACTIONS_", "HF_OIDC_"))
+        }
         env.update(
             GITHUB_EVENT_PATH=str(d / "event.json"), GITHUB_EVENT_NAME=event, GITHUB_REPOSITORY=REPO,
             GITHUB_API_URL=self.gh.url, GITHUB_SERVER_URL="https://github.com", GITHUB_RUN_ID="4242",

@@ -20,7 +20,6 @@ import re
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
@@ -29,19 +28,12 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from servers.github import LocalGitHub
 from servers.hub import ALICE_TOKEN, GATED_REPO, PRIVATE_REPO, LocalHub
+from test_action import PR, REPO, Run, commit
 
-REPO = "acme/adapters"
 GITHUB_TOKEN = "ghs_oidc_0123456789abcdefghijklmnopqrstuv"
 REQUEST_TOKEN = "actions-idtoken-request-0123456789abcdef"
 JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
 NUMBER = 7
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}  # fmt: skip
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env,
-                          check=True).stdout.strip()  # fmt: skip
 
 
 def clean_env(tmp: Path) -> dict[str, str]:
@@ -51,22 +43,6 @@ def clean_env(tmp: Path) -> dict[str, str]:
     env.pop("HF_TOKEN", None)
     env["GRADIENCE_CACHE"] = str(tmp / "cache")
     return env
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-    summary: str
-    outputs: str
-    report: dict | None
-
-    def everything(self, gh: LocalGitHub) -> list[str]:
-        """What a run leaves for people to read; ``::add-mask::`` lines are the runner's, not theirs."""
-        stdout = "\n".join(line for line in self.stdout.splitlines() if not line.startswith("::add-mask::"))
-        comments = [c.body for c in gh.comments(REPO, NUMBER)]
-        return [stdout, self.stderr, self.summary, self.outputs, json.dumps(self.report), *comments]
 
 
 @pytest.fixture
@@ -86,64 +62,37 @@ def gh(github: LocalGitHub) -> LocalGitHub:
 
 
 @pytest.fixture
-def pr(tmp_path: Path, gh: LocalGitHub) -> dict[str, str]:
+def pr(tmp_path: Path, gh: LocalGitHub) -> PR:
     """A pull request that touches no local adapter: the Hub adapter is the whole audit."""
-    repo = tmp_path / "work"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("adapters\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "base")
-    base = git(repo, "rev-parse", "HEAD")
-    git(repo, "commit", "-q", "--allow-empty", "-m", "head")
-    head = git(repo, "rev-parse", "HEAD")
-    gh.add_pull(REPO, NUMBER, head_sha=head, base_sha=base, files=[])
-    return {"repo": str(repo), "base": base, "head": head}
+    pull = PR(tmp_path, gh)
+    base = commit(pull.repo, "base")
+    pull.open(base, commit(pull.repo, "head"))
+    return pull
 
 
-def run_action(tmp: Path, gh: LocalGitHub, pr: dict[str, str], env_extra: dict[str, str], *flags: str) -> Run:
-    d = tmp / f"run-{uuid.uuid4().hex[:6]}"
-    (d / "temp").mkdir(parents=True)
-    payload = {
-        "action": "synchronize", "number": NUMBER,
-        "pull_request": {"number": NUMBER, "html_url": f"https://github.com/{REPO}/pull/{NUMBER}",
-                         "head": {"sha": pr["head"], "ref": "feature", "repo": {"full_name": REPO, "fork": False}},
-                         "base": {"sha": pr["base"], "ref": "main", "repo": {"full_name": REPO}}},
-        "repository": {"full_name": REPO, "name": "adapters", "owner": {"login": "acme"}},
-        "sender": {"login": "contributor"},
-    }  # fmt: skip
-    (d / "event.json").write_text(json.dumps(payload))
-    env = clean_env(tmp)
-    env.update(
-        GITHUB_ACTIONS="true", GITHUB_EVENT_PATH=str(d / "event.json"), GITHUB_EVENT_NAME="pull_request",
-        GITHUB_REPOSITORY=REPO, GITHUB_API_URL=gh.url, GITHUB_SERVER_URL="https://github.com",
-        GITHUB_RUN_ID="4242", GITHUB_WORKSPACE=pr["repo"], GITHUB_STEP_SUMMARY=str(d / "summary.md"),
-        GITHUB_OUTPUT=str(d / "output.txt"), RUNNER_TEMP=str(d / "temp"), GITHUB_SHA=pr["head"],
-        INPUT_GITHUB_TOKEN=GITHUB_TOKEN, INPUT_HF_TOKEN="", HF_OIDC_RESOURCE=PRIVATE_REPO,
-    )  # fmt: skip
-    env.update(env_extra)
-    p = subprocess.run([sys.executable, "-m", "gradience", "action", "run", "--hub-repos", PRIVATE_REPO, *flags],
-                       capture_output=True, text=True, env=env, cwd=pr["repo"], timeout=300)  # fmt: skip
-    summary = (d / "summary.md").read_text() if (d / "summary.md").exists() else ""
-    outputs = (d / "output.txt").read_text() if (d / "output.txt").exists() else ""
-    report_path = next(
-        (line.split("=", 1)[1] for line in outputs.splitlines() if line.startswith("report=")), None
-    )
-    report = json.loads(Path(report_path).read_text()) if report_path else None
-    assert "Traceback" not in p.stderr, p.stderr
-    return Run(p.returncode, p.stdout, p.stderr, summary, outputs, report)
+def run_action(pr: PR, env_extra: dict[str, str], *flags: str) -> Run:
+    """The runtime as a runner starts it on this job, opted in to the keyless Hub login."""
+    env = {"GITHUB_ACTIONS": "true", "HF_OIDC_RESOURCE": PRIVATE_REPO, **env_extra}
+    return pr.run("--hub-repos", PRIVATE_REPO, *flags, token=GITHUB_TOKEN, extra_env=env)
 
 
-def id_token_env(gh: LocalGitHub, pr: dict[str, str]) -> dict[str, str]:
+def everything(run: Run, gh: LocalGitHub) -> list[str]:
+    """What a run leaves for people to read; ``::add-mask::`` lines are the runner's, not theirs."""
+    stdout = "\n".join(line for line in run.stdout.splitlines() if not line.startswith("::add-mask::"))
+    comments = [c.body for c in gh.comments(REPO, NUMBER)]
+    return [stdout, run.stderr, run.summary, json.dumps(run.outputs), json.dumps(run.report), *comments]
+
+
+def id_token_env(gh: LocalGitHub, pr: PR) -> dict[str, str]:
     """What ``permissions: id-token: write`` gives a pull request's job."""
-    url = gh.allow_id_tokens(REQUEST_TOKEN, repository=REPO, ref=f"refs/pull/{NUMBER}/merge", sha=pr["head"],
+    url = gh.allow_id_tokens(REQUEST_TOKEN, repository=REPO, ref=f"refs/pull/{NUMBER}/merge", sha=pr.head,
                              event_name="pull_request")  # fmt: skip
     return {"ACTIONS_ID_TOKEN_REQUEST_URL": url, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": REQUEST_TOKEN}
 
 
 def assert_no_secret(run: Run, gh: LocalGitHub, hub: LocalHub) -> None:
     secrets = [REQUEST_TOKEN, GITHUB_TOKEN, *(t["token"] for t in hub.oidc_tokens())]  # every one ever
-    for text in run.everything(gh):
+    for text in everything(run, gh):
         assert not JWT.search(text), "an id token leaked"
         assert all(s not in text for s in secrets), "a token leaked"
 
@@ -157,7 +106,7 @@ def id_token_requests(gh: LocalGitHub) -> list[dict]:
 
 def test_action_audits_a_private_hub_adapter_with_an_exchanged_token(tmp_path, gh, hub, pr, minted):
     hub.add_trusted_publisher(PRIVATE_REPO, REPO)
-    run = run_action(tmp_path, gh, pr, id_token_env(gh, pr))
+    run = run_action(pr, id_token_env(gh, pr))
     assert run.code == 0, run.stderr
     (a,) = run.report["adapters"]
     assert (a["kind"], a["status"], a["error"]) == ("hub", "added", None)
@@ -182,7 +131,7 @@ def test_action_audits_a_private_hub_adapter_with_an_exchanged_token(tmp_path, g
 
 def test_action_without_id_token_permission_stops_with_one_line(tmp_path, gh, hub, pr, minted):
     hub.add_trusted_publisher(PRIVATE_REPO, REPO)
-    run = run_action(tmp_path, gh, pr, {})  # no ACTIONS_ID_TOKEN_REQUEST_URL / _TOKEN
+    run = run_action(pr, {})  # no ACTIONS_ID_TOKEN_REQUEST_URL / _TOKEN
     assert run.code == 2
     (line,) = run.stderr.strip().splitlines()
     assert line.startswith("gradience: error:") and "`permissions: id-token: write`" in line
@@ -193,7 +142,7 @@ def test_action_without_id_token_permission_stops_with_one_line(tmp_path, gh, hu
 
 def test_action_trusted_for_another_repository_is_refused(tmp_path, gh, hub, pr, minted):
     hub.add_trusted_publisher(PRIVATE_REPO, "acme/other-adapters")
-    run = run_action(tmp_path, gh, pr, id_token_env(gh, pr))
+    run = run_action(pr, id_token_env(gh, pr))
     assert run.code == 2
     (line,) = run.stderr.strip().splitlines()
     assert f"the Hub refused the OIDC token exchange for {PRIVATE_REPO} (HTTP 400, invalid_grant" in line
@@ -207,7 +156,7 @@ def test_action_with_a_forged_id_token_is_refused(tmp_path, gh, hub, pr, minted)
     hub.add_trusted_publisher(PRIVATE_REPO, REPO)
     env = id_token_env(gh, pr)
     gh.allow_id_tokens(REQUEST_TOKEN, repository=REPO, signing_key=b"not the issuer's key")
-    run = run_action(tmp_path, gh, pr, env)
+    run = run_action(pr, env)
     assert run.code == 2 and "bad signature" in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert minted() == []
     assert_no_secret(run, gh, hub)
@@ -215,7 +164,7 @@ def test_action_with_a_forged_id_token_is_refused(tmp_path, gh, hub, pr, minted)
 
 def test_action_prefers_the_oidc_login_over_hf_token(tmp_path, gh, hub, pr):
     """As huggingface_hub does: setting HF_OIDC_RESOURCE opts in, and its failure is not hidden."""
-    run = run_action(tmp_path, gh, pr, {**id_token_env(gh, pr), "HF_TOKEN": ALICE_TOKEN})  # no publisher
+    run = run_action(pr, {**id_token_env(gh, pr), "HF_TOKEN": ALICE_TOKEN})  # no publisher
     assert run.code == 2 and "invalid_grant" in run.stderr and ALICE_TOKEN not in run.stderr
 
 
