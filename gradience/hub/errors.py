@@ -60,7 +60,7 @@ def translate(
             return RateLimitedError(
                 f"the Hub rate-limited requests for {repo_id}: {first}",
                 **where,
-                retry_after=_retry_after(e.response.headers),
+                retry_after=retry_after(e.response.headers),
             )
         return HubTransferError(
             f"the Hub answered HTTP {status or '?'} for {repo_id}: {first}; try again later", **where
@@ -68,7 +68,7 @@ def translate(
     return None
 
 
-def _retry_after(headers: Any) -> float | None:
+def retry_after(headers: Any) -> float | None:
     """Seconds a 429 asks to wait: the Hub's ``RateLimit`` header first, then ``Retry-After``."""
     from huggingface_hub.utils._http import parse_ratelimit_headers
 

@@ -134,16 +134,10 @@ class HubSession:
 
     def wait_for_rate_limit(self, headers: Any, repo_id: str, attempt: int) -> None:
         """Sleep as long as a 429 asks, or raise :class:`RateLimitedError` if that is too long."""
-        from huggingface_hub.utils._http import parse_ratelimit_headers
+        from gradience.hub.errors import retry_after
 
-        info = parse_ratelimit_headers(headers)
-        retry_after = (headers.get("Retry-After") or "").strip()
-        if info is not None:
-            wait = float(info.reset_in_seconds)
-        elif retry_after.isdigit():
-            wait = float(retry_after)
-        else:
-            wait = min(2.0**attempt, 30.0)
+        asked = retry_after(headers)
+        wait = asked if asked is not None else min(2.0**attempt, 30.0)
         left = self.deadline.remaining()
         if self.rate_limit_waited + wait > self.max_rate_limit_wait or (left is not None and wait >= left):
             raise RateLimitedError(
