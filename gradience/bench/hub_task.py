@@ -16,6 +16,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,10 @@ class HubTask(Task):
             f"{len(d['train'])} train / {len(d['eval'])} held-out examples"
         )
 
-    @property
+    @cached_property
     def precision(self) -> str:
-        """How the forward passes run: ``bf16-autocast`` on a CUDA device that has it, else ``fp32``."""
+        """How the forward passes run: ``bf16-autocast`` on a CUDA device that has it, else
+        ``fp32``; fixed for the task's life, and asked on every training step."""
         import torch
 
         return "bf16-autocast" if self.device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
